@@ -1,0 +1,8 @@
+"""App config for the studies app."""
+from django.apps import AppConfig
+
+
+class StudiesConfig(AppConfig):
+    name = "studies"
+    verbose_name = "Perceptual studies"
+    default_auto_field = "django.db.models.BigAutoField"

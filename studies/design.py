@@ -1,0 +1,177 @@
+"""Balanced assignment of trials to a participant: pure functions over the normalised spec.
+
+A participant belongs to one counterbalancing *cell*. For each `trials` page:
+- likert: a Latin square over utterance x treatment (treatment = condition x embodiment): in cell r,
+  utterance i is shown as treatment (i + r) mod k, so every participant sees each utterance once and each
+  treatment equally often (m utterances, m a multiple of k), and over k cells every utterance appears in
+  every treatment equally often;
+- slider (MUSHRA style): one trial per utterance with every treatment side by side; screen positions are
+  rotated by (r + i) mod k, so each treatment takes each position equally often;
+- pairwise: a Latin square over utterance x pair, with the left/right order flipped in half the cells.
+Trial order within a page is shuffled with the participant's seed; attention checks are put at seeded
+positions (never first). The study's cell count is the least common multiple of its pages' cell counts.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+
+from .spec import treatments
+
+Treatment = tuple[str, str]  # (condition, embodiment)
+
+
+class DesignError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PlannedSlot:
+    utterance: str
+    condition: str
+    embodiment: str
+    role: str = "test"
+
+
+@dataclass
+class PlannedTrial:
+    page_index: int
+    kind: str  # training | rated | attention
+    question: str
+    slots: list[PlannedSlot] = field(default_factory=list)
+
+
+def pairs_of(spec: dict) -> list[tuple[Treatment, Treatment]]:
+    return list(itertools.combinations(treatments(spec), 2))
+
+
+def page_cells(spec: dict, page: dict) -> int:
+    qtype = spec["questions"][page["question"]]["type"]
+    if qtype == "likert":
+        return len(treatments(spec))
+    if qtype == "slider":
+        return len(treatments(spec))
+    return 2 * len(pairs_of(spec))
+
+
+def cell_count(spec: dict) -> int:
+    counts = [page_cells(spec, p) for p in spec["pages"] if p["type"] == "trials"]
+    return math.lcm(*counts) if counts else 1
+
+
+def check_balance(spec: dict, n_utterances: int) -> list[str]:
+    """Problems that make a balanced design impossible with this many utterances (empty when fine)."""
+    problems = []
+    k = len(treatments(spec))
+    for i, page in enumerate(spec["pages"]):
+        if page["type"] != "trials":
+            continue
+        qtype = spec["questions"][page["question"]]["type"]
+        if qtype == "likert" and n_utterances % k:
+            problems.append(
+                f"pages[{i}]: a likert page needs the number of utterances ({n_utterances}) to be a multiple of "
+                f"the {k} condition x embodiment treatments; list {n_utterances - n_utterances % k or k} "
+                f"utterances under stimuli.utterances"
+            )
+        if qtype == "pairwise":
+            p = len(pairs_of(spec))
+            if n_utterances % p:
+                problems.append(
+                    f"pages[{i}]: a pairwise page needs the number of utterances ({n_utterances}) to be a "
+                    f"multiple of the {p} pairs; list {n_utterances - n_utterances % p or p} utterances"
+                )
+        if page["attention_checks"] and qtype != "likert":
+            problems.append(f"pages[{i}]: attention checks are shown with a likert question; set "
+                            f"attention_checks: 0 on this {qtype} page, or add them to a likert page")
+    if cell_count(spec) > 5000:
+        problems.append("the design has more than 5000 counterbalancing cells; use fewer conditions or pages")
+    return problems
+
+
+def _roles(question: dict, condition: str) -> str:
+    if question["type"] != "slider":
+        return "test"
+    if question.get("hidden_reference") == condition:
+        return "hidden_reference"
+    if question.get("anchor") == condition:
+        return "anchor"
+    return "test"
+
+
+def plan_trials(
+    spec: dict,
+    *,
+    utterances: list[str],
+    training_utterances: list[str],
+    attention_stimuli: list[tuple[str, str, str]],
+    cell: int,
+    seed: int,
+) -> list[PlannedTrial]:
+    """Every trial of one participant, in presentation order.
+
+    utterances: the study's rated utterances, sorted; training_utterances: those usable for practice;
+    attention_stimuli: (utterance, condition, embodiment) of clips with a known answer (attention checks).
+    """
+    rng = random.Random(seed)
+    k_treat = treatments(spec)
+    plan: list[PlannedTrial] = []
+    for page_index, page in enumerate(spec["pages"]):
+        if page["type"] == "training":
+            question = spec["questions"][page["question"]]
+            pool = training_utterances or utterances
+            for _ in range(page["count"]):
+                utt = rng.choice(pool)
+                if question["type"] == "likert":
+                    chosen = [k_treat[0]]
+                elif question["type"] == "slider":
+                    chosen = list(k_treat)
+                    rng.shuffle(chosen)
+                else:
+                    chosen = list(rng.choice(pairs_of(spec)))
+                slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in chosen]
+                plan.append(PlannedTrial(page_index, "training", page["question"], slots))
+        elif page["type"] == "trials":
+            plan.extend(_plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng))
+    return plan
+
+
+def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng) -> list[PlannedTrial]:
+    question = spec["questions"][page["question"]]
+    k_treat = treatments(spec)
+    k = len(k_treat)
+    r = cell % page_cells(spec, page)
+    trials: list[PlannedTrial] = []
+    if question["type"] == "likert":
+        for i, utt in enumerate(utterances):
+            cond, emb = k_treat[(i + r) % k]
+            trials.append(PlannedTrial(page_index, "rated", page["question"], [PlannedSlot(utt, cond, emb)]))
+    elif question["type"] == "slider":
+        for i, utt in enumerate(utterances):
+            shift = (r + i) % k
+            order = k_treat[shift:] + k_treat[:shift]
+            slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in order]
+            trials.append(PlannedTrial(page_index, "rated", page["question"], slots))
+    else:
+        pairs = pairs_of(spec)
+        n_pairs = len(pairs)
+        flip_cell = r // n_pairs
+        for i, utt in enumerate(utterances):
+            a, b = pairs[(i + r) % n_pairs]
+            if (flip_cell + i) % 2:
+                a, b = b, a
+            trials.append(PlannedTrial(page_index, "rated", page["question"],
+                                       [PlannedSlot(utt, *a), PlannedSlot(utt, *b)]))
+    rng.shuffle(trials)
+    n_checks = page["attention_checks"]
+    if n_checks:
+        if not attention_stimuli:
+            raise DesignError("the study asks for attention checks but the corpus has no attention-check clips")
+        pool = sorted(attention_stimuli)
+        rng.shuffle(pool)
+        for j in range(n_checks):
+            utt, cond, emb = pool[j % len(pool)]  # distinct clips while there are enough
+            at = rng.randint(1, len(trials))  # never first: the participant should be settled in
+            trials.insert(at, PlannedTrial(page_index, "attention", page["question"], [PlannedSlot(utt, cond, emb)]))
+    return trials

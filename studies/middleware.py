@@ -1,0 +1,29 @@
+"""A participant never sees a stack trace: any unexpected error on a participant URL becomes a friendly
+page (or a JSON error for the API), whatever DEBUG says. The error is still logged in full."""
+import logging
+
+from django.http import JsonResponse
+from django.shortcuts import render
+
+log = logging.getLogger("studies.participant")
+PARTICIPANT_PREFIXES = ("/s/", "/t/", "/lab/", "/v/")
+
+
+class ParticipantErrorMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith(PARTICIPANT_PREFIXES):
+            return None
+        log.exception("participant request failed: %s", request.path)
+        if request.content_type == "application/json" or request.path.endswith(("/watch/", "/answer/")):
+            return JsonResponse({"ok": False, "error": "server_error",
+                                 "message": "Something went wrong on our side; please try again."}, status=500)
+        return render(request, "studies/participant/message.html", {
+            "title": "Something went wrong",
+            "text": "Something went wrong on our side. Your answers so far are saved; please reload the page.",
+        }, status=500)

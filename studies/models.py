@@ -1,0 +1,313 @@
+"""The domain's tables: corpus and utterances, conditions, stimuli, studies and their versions,
+participants (sessions), trials, responses, watch records and exclusions.
+
+Rules that span rows live in services.py; reads in selectors.py. Nothing here is ever deleted by the
+platform: exclusions and abandoned sessions are states, not deletions.
+"""
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_public_token() -> str:
+    """An opaque, unguessable token (128 bits, URL-safe) used in participant-facing URLs and file names."""
+    return secrets.token_urlsafe(16)
+
+
+class Corpus(models.Model):
+    name = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "corpora"
+
+    def __str__(self):
+        return self.name
+
+
+class Utterance(models.Model):
+    corpus = models.ForeignKey(Corpus, on_delete=models.PROTECT, related_name="utterances")
+    name = models.CharField(max_length=120)
+    speaker = models.CharField(max_length=80, blank=True)
+    transcript = models.TextField(blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    split = models.CharField(max_length=10, blank=True, help_text="train / val / test")
+    audio_path = models.CharField(max_length=400, blank=True, help_text="relative to MEDIA_ROOT")
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        unique_together = [("corpus", "name")]
+        ordering = ["corpus", "name"]
+
+    def __str__(self):
+        return f"{self.corpus}/{self.name}"
+
+
+class Condition(models.Model):
+    """A recipe that yields, for one utterance, motion or a video (see DESIGN.md, Conditions)."""
+
+    class Kind(models.TextChoices):
+        GROUND_TRUTH = "ground_truth"
+        RANDOM_ALIGNMENT = "random_alignment"
+        TIME_SHIFT = "time_shift"
+        STILL = "still"
+        MODEL = "model"
+        UPLOADED = "uploaded"
+        ATTENTION_CHECK = "attention_check", "attention check (known answer)"
+        AV_CHECK = "av_check", "audio/video check (spoken digits)"
+
+    name = models.SlugField(max_length=80, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Embodiment(models.TextChoices):
+    AVATAR = "avatar"
+    ROBOT_SIM = "robot_sim"
+    ROBOT_PHYSICAL = "robot_physical"
+
+
+class Stimulus(models.Model):
+    """One video: condition x embodiment x utterance. The file name is the public token, never a name."""
+
+    token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
+    utterance = models.ForeignKey(Utterance, on_delete=models.PROTECT, related_name="stimuli")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="stimuli")
+    embodiment = models.CharField(max_length=20, choices=Embodiment.choices, default=Embodiment.AVATAR)
+    file = models.CharField(max_length=400, help_text="path relative to MEDIA_ROOT")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(default=0)
+    duration_s = models.FloatField()
+    audio_duration_s = models.FloatField(null=True, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    fps = models.FloatField()
+    video_codec = models.CharField(max_length=20)
+    audio_codec = models.CharField(max_length=20, blank=True)
+    is_placeholder = models.BooleanField(
+        default=False, help_text="A clip made with ffmpeg + espeak-ng until rendered stimuli exist."
+    )
+    # For attention checks: the answer the clip asks for, e.g. {"value": 1}.
+    expected_answer = models.JSONField(null=True, blank=True)
+    recipe = models.JSONField(default=dict, blank=True, help_text="seed and every choice, to rebuild it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "stimuli"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["utterance", "condition", "embodiment"], name="one_stimulus_per_cell"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.token} ({self.condition}/{self.embodiment}/{self.utterance.name})"
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        LIVE = "live"
+        CLOSED = "closed"
+
+    slug = models.SlugField(max_length=80, unique=True)
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    # Opaque public handle for participant URLs (the slug may carry meaning a participant must not see).
+    public_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
+    lab_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
+    completion_code = models.CharField(max_length=32, default=new_public_token)
+    screened_out_code = models.CharField(max_length=32, default=new_public_token)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+
+    def __str__(self):
+        return self.slug
+
+    @property
+    def current_version(self):
+        return self.versions.order_by("-number").first()
+
+
+class StudyVersion(models.Model):
+    """An immutable snapshot of a study's YAML. Participants are bound to the version they started."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec_yaml = models.TextField()
+    spec = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        unique_together = [("study", "number")]
+        ordering = ["study", "number"]
+
+    def __str__(self):
+        return f"{self.study.slug} v{self.number}"
+
+
+class Participant(models.Model):
+    """One participant's session in one study."""
+
+    class Source(models.TextChoices):
+        MTURK = "mturk"
+        PROLIFIC = "prolific"
+        LAB = "lab"
+        DIRECT = "direct"
+        PREVIEW = "preview"
+        PILOT = "pilot"
+        BOT = "bot"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        COMPLETED = "completed"
+        ABANDONED = "abandoned"
+        SCREENED_OUT = "screened_out"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="participants")
+    version = models.ForeignKey(StudyVersion, on_delete=models.PROTECT, related_name="participants")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    # HMAC-SHA256 of the recruiting service's worker id, keyed with a secret; never the raw id.
+    external_id_hash = models.CharField(max_length=64, null=True, blank=True)
+    external_session = models.JSONField(default=dict, blank=True, help_text="e.g. assignment / session ids")
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.ACTIVE)
+    cell = models.PositiveIntegerField(help_text="Latin-square row (counterbalancing cell)")
+    seed = models.BigIntegerField()
+    page_index = models.PositiveIntegerField(default=0)
+    demographics = models.JSONField(default=dict, blank=True)
+    page_data = models.JSONField(default=dict, blank=True, help_text="consent time, A/V-check attempts, ...")
+    user_agent = models.CharField(max_length=300, blank=True)
+    completion_code = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id_hash"],
+                condition=models.Q(external_id_hash__isnull=False),
+                name="one_session_per_person_per_study",
+            )
+        ]
+        indexes = [models.Index(fields=["study", "status", "cell"])]
+
+    def __str__(self):
+        return str(self.public_id)
+
+    @property
+    def counts_for_data(self) -> bool:
+        return self.source not in {self.Source.PREVIEW, self.Source.PILOT}
+
+
+class Trial(models.Model):
+    """One screen with a question about one or more stimuli."""
+
+    class Kind(models.TextChoices):
+        TRAINING = "training"
+        RATED = "rated"
+        ATTENTION = "attention"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="trials")
+    page_index = models.PositiveIntegerField(help_text="index of the study page this trial belongs to")
+    position = models.PositiveIntegerField(help_text="order within the participant's session")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    question = models.CharField(max_length=80, help_text="key of the question in the spec")
+    first_shown_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    # Made by the client for its answer POST; a retry with the same id is accepted once, not twice.
+    submission_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["participant", "position"]
+        unique_together = [("participant", "position")]
+
+    def __str__(self):
+        return f"{self.participant_id}#{self.position}"
+
+
+class TrialStimulus(models.Model):
+    class Role(models.TextChoices):
+        TEST = "test"
+        REFERENCE = "reference"
+        HIDDEN_REFERENCE = "hidden_reference"
+        ANCHOR = "anchor"
+
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="slots")
+    stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
+    slot = models.PositiveIntegerField(help_text="screen position, 0 = left/first")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.TEST)
+
+    class Meta:
+        ordering = ["trial", "slot"]
+        unique_together = [("trial", "slot")]
+
+
+class WatchRecord(models.Model):
+    """What the participant's player reported for one stimulus in one trial."""
+
+    trial_stimulus = models.OneToOneField(TrialStimulus, on_delete=models.CASCADE, related_name="watch")
+    ended = models.BooleanField(default=False)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    watched_fraction = models.FloatField(default=0.0)
+    seeks = models.PositiveIntegerField(default=0)
+    pauses = models.PositiveIntegerField(default=0)
+    replays = models.PositiveIntegerField(default=0)
+    hidden_ms = models.PositiveIntegerField(default=0)
+    playback_errors = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class Response(models.Model):
+    """One rating: one item of one question about one stimulus (or one pair). Never edited, never deleted."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="responses")
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="responses")
+    item = models.CharField(max_length=80, help_text="question item key, e.g. 'upper'")
+    slot = models.PositiveSmallIntegerField(help_text="screen slot of the rated stimulus; 0 for a pair")
+    stimulus = models.ForeignKey(
+        Stimulus, null=True, blank=True, on_delete=models.PROTECT, related_name="responses",
+        help_text="the rated stimulus (likert, slider); for pairwise the chosen one, null for a tie",
+    )
+    value = models.FloatField(null=True, blank=True)
+    choice = models.CharField(max_length=10, blank=True, help_text="pairwise: A, B or tie")
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    answer_ms = models.PositiveIntegerField(help_text="time from the video ending to the answer")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trial", "item", "slot"], name="one_answer_per_item"),
+        ]
+
+
+class Exclusion(models.Model):
+    """A participant's data is excluded from analysis for a stated rule; the data itself stays."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="exclusions")
+    rule = models.CharField(max_length=40)
+    reason = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        unique_together = [("participant", "rule")]
+
+    def __str__(self):
+        return f"{self.participant_id}: {self.rule}"

@@ -1,0 +1,210 @@
+"""Reads: what a participant's page shows, what the researcher's dashboard counts, what exports contain."""
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+
+from django.db.models import Count, Prefetch
+
+from .models import Condition, Exclusion, Participant, Response, Stimulus, Study, Trial, TrialStimulus
+
+NON_DATA_SOURCES = (Participant.Source.PREVIEW, Participant.Source.PILOT)
+
+
+def current_page(participant: Participant) -> dict:
+    return participant.version.spec["pages"][participant.page_index]
+
+
+def current_trial(participant: Participant) -> Trial | None:
+    """The next unanswered trial on the participant's current page (trials are answered in order)."""
+    return (
+        Trial.objects.filter(participant=participant, page_index=participant.page_index, answered_at__isnull=True)
+        .prefetch_related(Prefetch("slots", queryset=TrialStimulus.objects.select_related("stimulus").order_by("slot")))
+        .order_by("position")
+        .first()
+    )
+
+
+def progress(participant: Participant) -> tuple[int, int]:
+    """(steps done, steps in all): every non-trial page counts one step, every trial one."""
+    pages = participant.version.spec["pages"]
+    counts = Counter(
+        Trial.objects.filter(participant=participant).values_list("page_index", flat=True)
+    )
+    answered = Trial.objects.filter(participant=participant, answered_at__isnull=False).count()
+    total = sum(counts.get(i, 1) if p["type"] in ("training", "trials") else 1 for i, p in enumerate(pages[:-1]))
+    done_pages = sum(
+        1 for i, p in enumerate(pages[: participant.page_index]) if p["type"] not in ("training", "trials")
+    )
+    return min(done_pages + answered, total), total
+
+
+def participant_may_view(participant: Participant, stimulus_token: str) -> bool:
+    return TrialStimulus.objects.filter(trial__participant=participant, stimulus__token=stimulus_token).exists()
+
+
+def stimulus_for_participant(participant: Participant, stimulus_token: str):
+    ts = (
+        TrialStimulus.objects.select_related("stimulus")
+        .filter(trial__participant=participant, stimulus__token=stimulus_token)
+        .first()
+    )
+    return ts.stimulus if ts else None
+
+
+def av_check_stimulus(spec: dict) -> Stimulus | None:
+    """The corpus's audio/video check clip (spoken digits), if it has one."""
+    return (
+        Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"], condition__kind=Condition.Kind.AV_CHECK)
+        .order_by("id")
+        .first()
+    )
+
+
+def studies_for_user(user):
+    qs = Study.objects.order_by("-created_at")
+    if user.is_superuser:
+        return qs
+    return qs.filter(owner=user) | qs.filter(collaborators=user)
+
+
+def user_can_see_study(user, study: Study) -> bool:
+    return user.is_superuser or study.owner_id == user.id or study.collaborators.filter(pk=user.pk).exists()
+
+
+def data_participants(study: Study, *, include_pilot: bool = False):
+    qs = Participant.objects.filter(study=study)
+    if not include_pilot:
+        qs = qs.exclude(source__in=NON_DATA_SOURCES)
+    return qs
+
+
+def dashboard(study: Study) -> dict:
+    """The researcher's overview: completions per condition and quota, exclusions by reason, times, pay."""
+    version = study.current_version
+    spec = version.spec
+    parts = data_participants(study)
+    status_counts = dict(parts.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    completed = parts.filter(status=Participant.Status.COMPLETED)
+    excluded_ids = set(Exclusion.objects.filter(participant__in=completed).values_list("participant_id", flat=True))
+    valid = [p for p in completed.only("id", "started_at", "completed_at") if p.id not in excluded_ids]
+    minutes = [(p.completed_at - p.started_at).total_seconds() / 60 for p in completed if p.completed_at]
+    median_minutes = statistics.median(minutes) if minutes else None
+    reward = spec["recruitment"]["reward_usd"]
+    hourly = (reward / (median_minutes / 60)) if median_minutes else None
+    # Rated videos answered, per condition x embodiment: from valid sessions, and from all completed ones.
+    per_condition, per_condition_all = Counter(), Counter()
+    for cond, emb, pid in TrialStimulus.objects.filter(
+        trial__participant__in=completed, trial__kind=Trial.Kind.RATED, trial__answered_at__isnull=False
+    ).values_list("stimulus__condition__name", "stimulus__embodiment", "trial__participant_id"):
+        per_condition_all[(cond, emb)] += 1
+        if pid not in excluded_ids:
+            per_condition[(cond, emb)] += 1
+    exclusions = Counter(Exclusion.objects.filter(participant__in=parts).values_list("rule", flat=True))
+    return {
+        "study": study,
+        "version": version,
+        "quota": spec["recruitment"]["quota"],
+        "valid_completions": len(valid),
+        "status_counts": status_counts,
+        "started": sum(status_counts.values()),
+        "per_condition": [
+            {"condition": c, "embodiment": e, "valid": per_condition[(c, e)], "all": n}
+            for (c, e), n in sorted(per_condition_all.items())
+        ],
+        "exclusions": sorted(exclusions.items()),
+        "excluded_participants": len(excluded_ids),
+        "median_minutes": median_minutes,
+        "reward_usd": reward,
+        "hourly_usd": hourly,
+        "pilot_sessions": Participant.objects.filter(study=study, source__in=NON_DATA_SOURCES).count(),
+        "placeholders": study_uses_placeholders(study),
+    }
+
+
+def study_uses_placeholders(study: Study) -> bool:
+    spec = study.current_version.spec
+    return Stimulus.objects.filter(
+        utterance__corpus__name=spec["stimuli"]["corpus"],
+        condition__name__in=spec["stimuli"]["conditions"],
+        is_placeholder=True,
+    ).exists()
+
+
+EXPORT_COLUMNS = [
+    "participant", "source", "status", "excluded", "exclusion_rules", "cell", "trial_position", "trial_kind",
+    "question", "question_type", "item", "slot", "stimulus", "condition", "embodiment", "utterance", "speaker",
+    "role", "pair_a", "pair_b", "value", "choice", "strength", "answer_ms", "watched_fraction", "seeks",
+    "pauses", "replays", "hidden_ms", "playback_errors", "trial_shown_at", "answered_at",
+]
+
+
+def export_rows(study: Study, *, include_pilot: bool = False):
+    """Tidy long rows, one per rating. Participants appear only as their random public id."""
+    parts = data_participants(study, include_pilot=include_pilot)
+    excl = defaultdict(list)
+    for pid, rule in Exclusion.objects.filter(participant__in=parts).values_list("participant_id", "rule"):
+        excl[pid].append(rule)
+    responses = (
+        Response.objects.filter(participant__in=parts)
+        .select_related("participant", "participant__version", "trial", "stimulus")
+        .prefetch_related(
+            Prefetch(
+                "trial__slots",
+                queryset=TrialStimulus.objects.select_related(
+                    "stimulus", "stimulus__condition", "stimulus__utterance", "watch"
+                ),
+            )
+        )
+        .order_by("participant_id", "trial__position", "item", "slot")
+    )
+    for r in responses.iterator(chunk_size=2000):
+        p = r.participant
+        spec = p.version.spec
+        question = spec["questions"].get(r.trial.question, {})
+        slots = {s.slot: s for s in r.trial.slots.all()}
+        rated = slots.get(r.slot)
+        is_pair = question.get("type") == "pairwise"
+        # For a pair, the row describes the pair; condition columns give the chosen side (empty on a tie).
+        described = None
+        if is_pair:
+            described = next((s for s in slots.values() if r.stimulus_id and s.stimulus_id == r.stimulus_id), None)
+        else:
+            described = rated
+        watch = [getattr(s, "watch", None) for s in (slots.values() if is_pair else [rated] if rated else [])]
+        watch = [w for w in watch if w is not None]
+        stim = described.stimulus if described else None
+        yield {
+            "participant": str(p.public_id),
+            "source": p.source,
+            "status": p.status,
+            "excluded": int(bool(excl.get(p.id))),
+            "exclusion_rules": ";".join(sorted(excl.get(p.id, []))),
+            "cell": p.cell,
+            "trial_position": r.trial.position,
+            "trial_kind": r.trial.kind,
+            "question": r.trial.question,
+            "question_type": question.get("type", ""),
+            "item": r.item,
+            "slot": r.slot,
+            "stimulus": stim.token if stim else "",
+            "condition": stim.condition.name if stim else "",
+            "embodiment": stim.embodiment if stim else "",
+            "utterance": stim.utterance.name if stim else (slots[0].stimulus.utterance.name if slots else ""),
+            "speaker": stim.utterance.speaker if stim else "",
+            "role": described.role if described else "",
+            "pair_a": slots[0].stimulus.condition.name if is_pair and 0 in slots else "",
+            "pair_b": slots[1].stimulus.condition.name if is_pair and 1 in slots else "",
+            "value": r.value,
+            "choice": r.choice,
+            "strength": r.strength if r.strength is not None else "",
+            "answer_ms": r.answer_ms,
+            "watched_fraction": min((w.watched_fraction for w in watch), default=""),
+            "seeks": sum(w.seeks for w in watch),
+            "pauses": sum(w.pauses for w in watch),
+            "replays": sum(w.replays for w in watch),
+            "hidden_ms": sum(w.hidden_ms for w in watch),
+            "playback_errors": sum(w.playback_errors for w in watch),
+            "trial_shown_at": r.trial.first_shown_at.isoformat() if r.trial.first_shown_at else "",
+            "answered_at": r.trial.answered_at.isoformat() if r.trial.answered_at else "",
+        }

@@ -1,0 +1,695 @@
+"""Writes: every action that changes the study's data, one function each (HackSoft style).
+
+Views, commands, admin and tasks call these; they hold the rules that span rows. Errors raised here are
+ServiceError subclasses whose message is safe to show a participant (no names of conditions, models or
+utterances, no stack traces).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import random
+import secrets
+import shutil
+import statistics
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import design, selectors
+from .models import (
+    Condition,
+    Corpus,
+    Exclusion,
+    Participant,
+    Response,
+    Stimulus,
+    Study,
+    StudyVersion,
+    Trial,
+    TrialStimulus,
+    Utterance,
+    WatchRecord,
+)
+from .spec import SpecError, SpecProblem, parse_spec, treatments
+
+# A 'video ended' report is refused when it arrives sooner than this share of the clip's duration after
+# the trial page was first served (plus a small allowance for clock granularity).
+MIN_PLAY_SHARE = 0.9
+PLAY_ALLOWANCE_S = 0.25
+NON_DATA_SOURCES = (Participant.Source.PREVIEW, Participant.Source.PILOT)
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class StudyUnavailable(ServiceError):
+    status = 403
+    code = "unavailable"
+
+
+# ---------------------------------------------------------------------------------------------- ids
+def external_id_hash(source: str, raw_id: str) -> str:
+    """Keyed hash of a recruiting service's worker id; the raw id is never stored."""
+    key = settings.PARTICIPANT_ID_HMAC_KEY.encode()
+    return hmac.new(key, f"{source}:{raw_id.strip()}".encode(), hashlib.sha256).hexdigest()
+
+
+def pilot_key(study: Study) -> str:
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, f"pilot:{study.public_token}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------------ stimuli
+def stimulus_register(
+    *,
+    utterance: Utterance,
+    condition: Condition,
+    embodiment: str,
+    source_path: Path,
+    recipe: dict | None = None,
+    is_placeholder: bool = False,
+    expected_answer: dict | None = None,
+) -> Stimulus:
+    """Check a video with the platform's ffprobe rules and store it under an opaque token.
+
+    Idempotent: the same file for the same cell returns the existing stimulus. A different file for a
+    cell that already has one is refused (stimuli that studies use are never silently replaced).
+    """
+    from render.checks import check_stimulus
+
+    facts = check_stimulus(source_path)
+    existing = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    if existing:
+        if existing.sha256 == facts.sha256:
+            return existing
+        raise Conflict(
+            f"a different stimulus already exists for {utterance} / {condition} / {embodiment} "
+            f"(token {existing.token}); it is kept"
+        )
+    token = secrets.token_urlsafe(16)
+    rel = Path("stimuli") / f"{token}.mp4"
+    dest = Path(settings.MEDIA_ROOT) / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{token}.tmp")
+    shutil.copyfile(source_path, tmp)
+    os.replace(tmp, dest)
+    return Stimulus.objects.create(
+        token=token,
+        utterance=utterance,
+        condition=condition,
+        embodiment=embodiment,
+        file=str(rel),
+        sha256=facts.sha256,
+        size_bytes=facts.size_bytes,
+        duration_s=facts.duration_s,
+        audio_duration_s=facts.audio_duration_s,
+        width=facts.width,
+        height=facts.height,
+        fps=facts.fps,
+        video_codec=facts.video_codec,
+        audio_codec=facts.audio_codec,
+        is_placeholder=is_placeholder,
+        expected_answer=expected_answer,
+        recipe=recipe or {},
+    )
+
+
+# ------------------------------------------------------------------------------------------ studies
+def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
+    """Everything the database must hold before this spec can run, as fixable problems."""
+    problems = []
+    stim = spec["stimuli"]
+    corpus = Corpus.objects.filter(name=stim["corpus"]).first()
+    if corpus is None:
+        names = ", ".join(Corpus.objects.values_list("name", flat=True)) or "none yet"
+        return [SpecProblem("stimuli.corpus", f"corpus `{stim['corpus']}` does not exist",
+                            f"import it with `manage.py import_corpus` or use one of: {names}")]
+    known = set(Condition.objects.values_list("name", flat=True))
+    for i, cond in enumerate(stim["conditions"]):
+        if cond not in known:
+            problems.append(SpecProblem(f"stimuli.conditions[{i}]", f"condition `{cond}` does not exist",
+                                        f"use one of: {', '.join(sorted(known)) or 'none yet'}"))
+    utterances = study_utterance_names(spec)
+    all_names = set(corpus.utterances.values_list("name", flat=True))
+    if stim["utterances"] != "all":
+        for i, name in enumerate(stim["utterances"]):
+            if name not in all_names:
+                problems.append(SpecProblem(f"stimuli.utterances[{i}]", f"utterance `{name}` is not in corpus `{corpus}`",
+                                            "check the name against the corpus"))
+    if problems:
+        return problems
+    if not utterances:
+        return [SpecProblem("stimuli.utterances", f"corpus `{corpus}` has no utterances with stimuli",
+                            "render the study's conditions first (`manage.py render_study`)")]
+    have = set(
+        Stimulus.objects.filter(utterance__corpus=corpus).values_list(
+            "utterance__name", "condition__name", "embodiment", "is_placeholder"
+        )
+    )
+    have_cells = {(u, c, e) for u, c, e, _ in have}
+    missing = [(u, c, e) for u in utterances for c, e in treatments(spec) if (u, c, e) not in have_cells]
+    if missing:
+        sample = ", ".join(f"{u}/{c}/{e}" for u, c, e in missing[:5])
+        problems.append(SpecProblem("stimuli", f"{len(missing)} stimuli are missing (e.g. {sample})",
+                                    "render them (`manage.py render_study`) or remove those conditions"))
+    placeholders = [x for x in have if x[3] and x[0] in utterances and (x[1], x[2]) in treatments(spec)]
+    if placeholders and not stim["allow_placeholders"]:
+        problems.append(SpecProblem("stimuli.allow_placeholders",
+                                    f"{len(placeholders)} of the stimuli are placeholder clips",
+                                    "render real stimuli, or set `allow_placeholders: true` for a dry run"))
+    for msg in design.check_balance(spec, len(utterances)):
+        problems.append(SpecProblem("stimuli.utterances", msg, "see the numbers above"))
+    pages = [p["type"] for p in spec["pages"]]
+    needs_attention = any(p["type"] == "trials" and p["attention_checks"] for p in spec["pages"])
+    if needs_attention and not _attention_stimuli(spec, corpus):
+        problems.append(SpecProblem("pages", "attention checks are asked for but the corpus has no "
+                                    "attention-check clips for these embodiments",
+                                    "make them (`manage.py demo` shows how) or set attention_checks: 0"))
+    if "av_check" in pages and not selectors.av_check_stimulus(spec):
+        problems.append(SpecProblem("pages", "an av_check page is listed but the corpus has no A/V check clip",
+                                    "make one or remove the av_check page"))
+    return problems
+
+
+def study_utterance_names(spec: dict) -> list[str]:
+    """The rated utterances: those listed, or every corpus utterance that is not a check clip."""
+    stim = spec["stimuli"]
+    if stim["utterances"] != "all":
+        return sorted(stim["utterances"])
+    special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
+    return sorted(
+        Utterance.objects.filter(corpus__name=stim["corpus"])
+        .exclude(stimuli__condition__kind__in=special)
+        .values_list("name", flat=True)
+        .distinct()
+    )
+
+
+def _attention_stimuli(spec: dict, corpus) -> list[tuple[str, str, str]]:
+    return sorted(
+        Stimulus.objects.filter(
+            utterance__corpus=corpus,
+            condition__kind=Condition.Kind.ATTENTION_CHECK,
+            embodiment__in=spec["stimuli"]["embodiments"],
+        ).values_list("utterance__name", "condition__name", "embodiment")
+    )
+
+
+def study_load(*, text: str, owner=None) -> tuple[StudyVersion, bool]:
+    """Validate a study YAML against the spec rules and the database; store it as the next version.
+
+    Returns (version, created). Loading the same text again creates nothing. Raises SpecError.
+    """
+    spec = parse_spec(text)
+    problems = _study_stimuli_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    with transaction.atomic():
+        study, _ = Study.objects.select_for_update().get_or_create(
+            slug=spec["slug"], defaults={"title": spec["title"], "owner": owner}
+        )
+        latest = study.versions.order_by("-number").first()
+        if latest and latest.spec_yaml == text:
+            return latest, False
+        study.title = spec["title"]
+        study.save(update_fields=["title"])
+        version = StudyVersion.objects.create(
+            study=study, number=(latest.number + 1) if latest else 1, spec_yaml=text, spec=spec
+        )
+    return version, True
+
+
+def study_set_status(*, study: Study, status: str) -> Study:
+    if status not in Study.Status.values:
+        raise ServiceError(f"unknown status {status!r}; use one of {', '.join(Study.Status.values)}")
+    study.status = status
+    study.save(update_fields=["status"])
+    return study
+
+
+# ------------------------------------------------------------------------------------- participants
+def participants_reclaim_abandoned(*, study: Study) -> int:
+    """Mark sessions idle longer than the spec's `abandon_after_minutes` as abandoned; frees their cells."""
+    spec = study.current_version.spec
+    cutoff = timezone.now() - timedelta(minutes=spec["recruitment"]["abandon_after_minutes"])
+    return Participant.objects.filter(
+        study=study, status=Participant.Status.ACTIVE, last_seen_at__lt=cutoff
+    ).update(status=Participant.Status.ABANDONED)
+
+
+def _valid_completions(study: Study):
+    return (
+        Participant.objects.filter(study=study, status=Participant.Status.COMPLETED)
+        .exclude(source__in=NON_DATA_SOURCES)
+        .filter(exclusions__isnull=True)
+    )
+
+
+def _choose_cell(study: Study, spec: dict, rng: random.Random) -> int | None:
+    """The least-filled cell, counting valid completions and live claims; None when the quota is met."""
+    n_cells = design.cell_count(spec)
+    per_cell = -(-spec["recruitment"]["quota"] // n_cells)  # ceil
+    done = Counter(_valid_completions(study).values_list("cell", flat=True))
+    if sum(done.values()) >= spec["recruitment"]["quota"]:
+        return None
+    claims = Counter(
+        Participant.objects.filter(study=study, status=Participant.Status.ACTIVE)
+        .exclude(source__in=NON_DATA_SOURCES)
+        .values_list("cell", flat=True)
+    )
+    open_cells = [c for c in range(n_cells) if done[c] < per_cell] or list(range(n_cells))
+    lowest = min(done[c] + claims[c] for c in open_cells)
+    return rng.choice([c for c in open_cells if done[c] + claims[c] == lowest])
+
+
+def participant_start(
+    *,
+    study: Study,
+    source: str,
+    external_id: str | None = None,
+    external_session: dict | None = None,
+    user_agent: str = "",
+) -> tuple[Participant, bool]:
+    """Start a session (or resume the person's active one). Returns (participant, resumed).
+
+    Raises StudyUnavailable when the study is not open, full, or the person already took part.
+    """
+    if source not in Participant.Source.values:
+        raise ServiceError(f"unknown participant source {source!r}")
+    is_trial_run = source in NON_DATA_SOURCES
+    if study.status != Study.Status.LIVE and not is_trial_run:
+        raise StudyUnavailable("This study is not open at the moment.", code="closed")
+    id_hash = external_id_hash(source, external_id) if external_id else None
+    with transaction.atomic():
+        # Serialise starts within one study so two arrivals cannot both take the last free cell.
+        study = Study.objects.select_for_update().get(pk=study.pk)
+        if id_hash:
+            earlier = Participant.objects.filter(study=study, external_id_hash=id_hash).first()
+            if earlier is not None:
+                if earlier.status == Participant.Status.ACTIVE:
+                    return earlier, True
+                raise StudyUnavailable("You have already taken part in this study; thank you.", code="duplicate")
+        version = study.current_version
+        spec = version.spec
+        participants_reclaim_abandoned(study=study)
+        seed = secrets.randbits(48)
+        rng = random.Random(seed)
+        if is_trial_run:
+            cell = rng.randrange(design.cell_count(spec))
+        else:
+            cell = _choose_cell(study, spec, rng)
+            if cell is None:
+                raise StudyUnavailable("This study has all the participants it needs; thank you.", code="full")
+        participant = Participant.objects.create(
+            study=study,
+            version=version,
+            source=source,
+            external_id_hash=id_hash,
+            external_session=external_session or {},
+            cell=cell,
+            seed=seed,
+            user_agent=user_agent[:300],
+        )
+        _create_trials(participant, spec)
+    return participant, False
+
+
+def _create_trials(participant: Participant, spec: dict) -> None:
+    corpus = Corpus.objects.get(name=spec["stimuli"]["corpus"])
+    utterances = study_utterance_names(spec)
+    special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
+    training = sorted(
+        set(corpus.utterances.exclude(stimuli__condition__kind__in=special).values_list("name", flat=True))
+        - set(utterances)
+    )
+    plan = design.plan_trials(
+        spec,
+        utterances=utterances,
+        training_utterances=training,
+        attention_stimuli=_attention_stimuli(spec, corpus),
+        cell=participant.cell,
+        seed=participant.seed,
+    )
+    lookup = {
+        (s.utterance.name, s.condition.name, s.embodiment): s
+        for s in Stimulus.objects.filter(utterance__corpus=corpus).select_related("utterance", "condition")
+    }
+    slots = []
+    for position, planned in enumerate(plan):
+        trial = Trial.objects.create(
+            participant=participant, page_index=planned.page_index, position=position,
+            kind=planned.kind, question=planned.question,
+        )
+        for slot_index, ps in enumerate(planned.slots):
+            stimulus = lookup.get((ps.utterance, ps.condition, ps.embodiment))
+            if stimulus is None:
+                raise ServiceError("This study is not ready yet (a video is missing).", code="not_ready")
+            slots.append(TrialStimulus(trial=trial, stimulus=stimulus, slot=slot_index, role=ps.role))
+    TrialStimulus.objects.bulk_create(slots)
+
+
+def _touch(participant: Participant) -> None:
+    participant.last_seen_at = timezone.now()
+
+
+def _advance(participant: Participant) -> None:
+    """Move to the next page; entering the completion page finishes the session."""
+    pages = participant.version.spec["pages"]
+    participant.page_index = min(participant.page_index + 1, len(pages) - 1)
+    # A training/trials page without trials (never the case in a valid plan) would be skipped here.
+    if pages[participant.page_index]["type"] == "completion":
+        _finish(participant)
+
+
+def page_submit(*, participant: Participant, page_index: int, data: dict) -> Participant:
+    """Submit a non-trial page (consent, instructions, A/V check, demographics)."""
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        if participant.status != Participant.Status.ACTIVE:
+            raise Conflict("This session has ended.", code="ended")
+        if page_index != participant.page_index:
+            # A double-submitted form: the page was already done. Not an error for the participant.
+            if page_index < participant.page_index:
+                return participant
+            raise Conflict("Please finish the current page first.", code="wrong_page")
+        page = participant.version.spec["pages"][page_index]
+        kind = page["type"]
+        now = timezone.now().isoformat()
+        if kind in ("training", "trials", "completion"):
+            raise Conflict("This page is answered video by video.", code="wrong_page")
+        if kind == "consent":
+            if data.get("agree") not in ("yes", True, "on", "1"):
+                raise ServiceError("Please tick the box to agree before continuing.", code="consent_required")
+            participant.page_data["consent_at"] = now
+        elif kind == "av_check":
+            expected = selectors.av_check_stimulus(participant.version.spec)
+            typed = "".join(ch for ch in str(data.get("digits", "")) if ch.isdigit())
+            attempts = participant.page_data.get("av_check_attempts", 0) + 1
+            participant.page_data["av_check_attempts"] = attempts
+            if typed != expected.expected_answer["digits"]:
+                if attempts >= page["max_attempts"]:
+                    participant.status = Participant.Status.SCREENED_OUT
+                    participant.completed_at = timezone.now()
+                    participant.page_data["screened_out"] = "av_check"
+                    _touch(participant)
+                    participant.save()
+                    return participant
+                participant.save(update_fields=["page_data"])
+                raise ServiceError("Those digits do not match. Check that your sound is on and try again.",
+                                   code="av_check_failed")
+            participant.page_data["av_check_passed_at"] = now
+        elif kind == "demographics":
+            participant.demographics = _clean_demographics(page, data)
+        participant.page_data[f"page_{page_index}_done_at"] = now
+        _touch(participant)
+        _advance(participant)
+        participant.save()
+    return participant
+
+
+def _clean_demographics(page: dict, data: dict) -> dict:
+    out = {}
+    for name in page["fields"]:
+        raw = str(data.get(name, "")).strip()[:100]
+        if name == "age" and raw:
+            if not raw.isdigit() or not (16 <= int(raw) <= 110):
+                raise ServiceError("Please enter your age as a number (16-110), or leave it empty.", code="bad_age")
+            out[name] = int(raw)
+        elif raw:
+            out[name] = raw
+        elif page["required"]:
+            raise ServiceError(f"Please answer: {name.replace('_', ' ')}.", code="required")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- trials
+def _participant_trial(participant: Participant, trial_public_id: str, *, lock=False) -> Trial:
+    qs = Trial.objects.select_related("participant")
+    if lock:
+        qs = qs.select_for_update()
+    trial = qs.filter(public_id=str(trial_public_id), participant=participant).first()
+    if trial is None:
+        raise NotFound("That trial is not part of your session.")
+    return trial
+
+
+def trial_mark_shown(*, trial: Trial) -> None:
+    if trial.first_shown_at is None:
+        Trial.objects.filter(pk=trial.pk, first_shown_at__isnull=True).update(first_shown_at=timezone.now())
+        trial.refresh_from_db(fields=["first_shown_at"])
+
+
+WATCH_INT_FIELDS = ("seeks", "pauses", "replays", "hidden_ms", "playback_errors")
+
+
+def watch_record(*, participant: Participant, trial_public_id: str, slot: int, report: dict) -> WatchRecord:
+    """Store what the player reports about one video; 'ended' is checked against the server's clock."""
+    trial = _participant_trial(participant, trial_public_id)
+    if trial.answered_at is not None:
+        raise Conflict("This trial is already answered.", code="answered")
+    if trial.first_shown_at is None:
+        raise Conflict("This video has not been shown yet.", code="not_shown")
+    ts = TrialStimulus.objects.select_related("stimulus").filter(trial=trial, slot=slot).first()
+    if ts is None:
+        raise NotFound("No such video in this trial.")
+    clean = {}
+    fraction = report.get("watched_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (0.0 <= fraction <= 1.0):
+        raise ServiceError("watched_fraction must be a number between 0 and 1.")
+    clean["watched_fraction"] = float(fraction)
+    for name in WATCH_INT_FIELDS:
+        value = report.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= 10**8):
+            raise ServiceError(f"{name} must be a whole number >= 0.")
+        clean[name] = value
+    ended = report.get("ended", False)
+    if not isinstance(ended, bool):
+        raise ServiceError("ended must be true or false.")
+    now = timezone.now()
+    if ended:
+        earliest = ts.stimulus.duration_s * MIN_PLAY_SHARE - PLAY_ALLOWANCE_S
+        if (now - trial.first_shown_at).total_seconds() < earliest:
+            raise Conflict("The video cannot have finished yet.", code="too_early")
+    with transaction.atomic():
+        record, _ = WatchRecord.objects.select_for_update().get_or_create(trial_stimulus=ts)
+        for name, value in clean.items():
+            # Counters only grow; a stale report arriving late never lowers them.
+            setattr(record, name, max(getattr(record, name), value))
+        if ended and not record.ended:
+            record.ended = True
+            record.ended_at = now
+        record.save()
+    Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
+    return record
+
+
+def _expected_answer_keys(question: dict, slots: list[TrialStimulus]) -> list[tuple[str, int]]:
+    items = [i["key"] for i in question["items"]]
+    if question["type"] == "slider":
+        rated = [s.slot for s in slots if s.role != TrialStimulus.Role.REFERENCE]
+        return [(item, slot) for item in items for slot in rated]
+    return [(item, 0) for item in items]
+
+
+def _clean_answer(question: dict, answer: dict, slots: list[TrialStimulus]) -> dict:
+    """Validate one answer dict against the question; return Response field values."""
+    qtype = question["type"]
+    value = answer.get("value")
+    if qtype == "likert":
+        if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= question["points"]):
+            raise ServiceError(f"Please choose one of the {question['points']} points.", code="off_scale")
+        return {"value": float(value), "stimulus": slots[0].stimulus}
+    if qtype == "slider":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= 100):
+            raise ServiceError("Slider values go from 0 to 100.", code="off_scale")
+        stimulus = next(s.stimulus for s in slots if s.slot == answer["slot"])
+        return {"value": float(value), "stimulus": stimulus}
+    choice = answer.get("choice")
+    allowed = ["A", "B"] + (["tie"] if question["allow_tie"] else [])
+    if choice not in allowed:
+        raise ServiceError(f"Please choose {' or '.join(allowed)}.", code="off_scale")
+    strength = answer.get("strength")
+    if question["strength"] and choice != "tie":
+        if strength not in (1, 2):
+            raise ServiceError("Please say how strong your preference is (1 = slightly, 2 = clearly).", code="off_scale")
+    elif strength is not None:
+        raise ServiceError("This question takes no strength.", code="off_scale")
+    sign = {"A": -1, "B": 1, "tie": 0}[choice]
+    chosen = None if choice == "tie" else slots[0 if choice == "A" else 1].stimulus
+    return {"value": float(sign * (strength or 1)), "choice": choice, "strength": strength, "stimulus": chosen}
+
+
+def trial_answer(
+    *, participant: Participant, trial_public_id: str, submission_id: str, answers: list, answer_ms: int
+) -> tuple[Trial, bool]:
+    """Save every answer of one trial at once, idempotently. Returns (trial, created).
+
+    A retried POST with the same submission_id returns the saved trial (created=False) and writes
+    nothing; a different submission for an answered trial is a Conflict. Answers are refused before every
+    video of the trial has ended (as reported and checked in watch_record).
+    """
+    try:
+        submission_uuid = uuid.UUID(str(submission_id))
+    except ValueError:
+        raise ServiceError("submission_id must be a UUID.") from None
+    if isinstance(answer_ms, bool) or not isinstance(answer_ms, int) or not (0 <= answer_ms <= 86_400_000):
+        raise ServiceError("answer_ms must be a whole number of milliseconds.")
+    if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+        raise ServiceError("answers must be a list of objects.")
+    with transaction.atomic():
+        trial = _participant_trial(participant, trial_public_id, lock=True)
+        if trial.answered_at is not None:
+            if trial.submission_id == submission_uuid:
+                return trial, False
+            raise Conflict("This trial is already answered.", code="answered")
+        participant = Participant.objects.select_for_update().select_related("version").get(pk=participant.pk)
+        if participant.status != Participant.Status.ACTIVE:
+            raise Conflict("This session has ended.", code="ended")
+        if trial.page_index != participant.page_index:
+            raise Conflict("This trial is not on the current page.", code="wrong_page")
+        earlier_open = Trial.objects.filter(
+            participant=participant, position__lt=trial.position, answered_at__isnull=True
+        ).exists()
+        if earlier_open:
+            raise Conflict("Please answer the trials in order.", code="out_of_order")
+        slots = list(trial.slots.select_related("stimulus", "watch"))
+        for s in slots:
+            if not (hasattr(s, "watch") and s.watch.ended):
+                raise Conflict("Please watch the video to the end before answering.", code="not_watched")
+        question = participant.version.spec["questions"][trial.question]
+        expected = _expected_answer_keys(question, slots)
+        given = []
+        for a in answers:
+            item, slot = a.get("item"), a.get("slot", 0)
+            if isinstance(slot, bool) or not isinstance(slot, int):
+                raise ServiceError("slot must be a whole number.")
+            given.append((item, slot))
+        if sorted(given, key=str) != sorted(expected, key=str):
+            raise ServiceError("Please answer every question on this page (once each).", code="incomplete")
+        rows = []
+        for a in answers:
+            fields = _clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)
+            rows.append(Response(participant=participant, trial=trial, item=a["item"], slot=a.get("slot", 0),
+                                 answer_ms=answer_ms, **fields))
+        try:
+            Response.objects.bulk_create(rows)
+        except IntegrityError:
+            raise Conflict("This trial is already answered.", code="answered") from None
+        now = timezone.now()
+        trial.answered_at = now
+        trial.submission_id = submission_uuid
+        trial.save(update_fields=["answered_at", "submission_id"])
+        page_open = Trial.objects.filter(
+            participant=participant, page_index=trial.page_index, answered_at__isnull=True
+        ).exists()
+        _touch(participant)
+        if not page_open:
+            _advance(participant)
+        participant.save()
+    return trial, True
+
+
+# -------------------------------------------------------------------------------- completion and QC
+def _finish(participant: Participant) -> None:
+    participant.status = Participant.Status.COMPLETED
+    participant.completed_at = timezone.now()
+    if participant.source == Participant.Source.PROLIFIC:
+        participant.completion_code = participant.study.completion_code
+    else:
+        participant.completion_code = secrets.token_hex(5).upper()
+    participant.save()
+    quality_evaluate(participant=participant)
+
+
+def quality_evaluate(*, participant: Participant) -> list[Exclusion]:
+    """Apply the spec's quality rules to a finished session; store an Exclusion per broken rule.
+
+    Rules (all configured under `quality:`): attention checks answered wrong more than allowed;
+    a rated video watched less than `min_watch_fraction`; a median answer time under
+    `min_median_answer_ms` (speeding); one likert value used for more than `max_identical_fraction`
+    of the ratings (straight-lining, at least 5 ratings). Data are never deleted.
+    """
+    spec = participant.version.spec
+    rules = spec["quality"]
+    found: list[tuple[str, str, dict]] = []
+    trials = list(
+        participant.trials.prefetch_related("responses", "slots__watch", "slots__stimulus").order_by("position")
+    )
+    failures = []
+    for t in trials:
+        if t.kind != Trial.Kind.ATTENTION:
+            continue
+        expected = t.slots.all()[0].stimulus.expected_answer or {}
+        want = expected.get("value", 1)
+        values = [r.value for r in t.responses.all()]
+        if not values or any(v != want for v in values):
+            failures.append(t.position)
+    if len(failures) > rules["max_attention_failures"]:
+        found.append(("attention_check", f"failed {len(failures)} attention check(s); {rules['max_attention_failures']} allowed",
+                      {"trials": failures}))
+    rated = [t for t in trials if t.kind == Trial.Kind.RATED]
+    short = []
+    for t in rated:
+        for s in t.slots.all():
+            w = getattr(s, "watch", None)
+            if w is None or w.watched_fraction < rules["min_watch_fraction"]:
+                short.append({"trial": t.position, "watched": w.watched_fraction if w else 0.0})
+    if short:
+        found.append(("min_watch", f"{len(short)} video(s) watched less than {rules['min_watch_fraction']:.0%}",
+                      {"videos": short}))
+    times = [r.answer_ms for t in rated for r in t.responses.all()]
+    if times:
+        median = statistics.median(times)
+        if median < rules["min_median_answer_ms"]:
+            found.append(("speed", f"median answer time {median:.0f} ms is below {rules['min_median_answer_ms']} ms",
+                          {"median_answer_ms": median}))
+    likert_values = [
+        r.value for t in rated if spec["questions"][t.question]["type"] == "likert" for r in t.responses.all()
+    ]
+    if len(likert_values) >= 5:
+        value, count = Counter(likert_values).most_common(1)[0]
+        share = count / len(likert_values)
+        if share > rules["max_identical_fraction"]:
+            found.append(("straight_lining", f"{share:.0%} of likert ratings were the same value ({value:g})",
+                          {"value": value, "share": share}))
+    created = []
+    for rule, reason, details in found:
+        exclusion, made = Exclusion.objects.get_or_create(
+            participant=participant, rule=rule, defaults={"reason": reason, "details": details}
+        )
+        if made:
+            created.append(exclusion)
+    return created
+
+
+def exclusion_add(*, participant: Participant, rule: str, reason: str) -> Exclusion:
+    """A researcher's manual exclusion (kept with its reason; the data stay)."""
+    if not rule or not reason:
+        raise ServiceError("An exclusion needs a rule name and a reason.")
+    exclusion, _ = Exclusion.objects.get_or_create(participant=participant, rule=rule, defaults={"reason": reason})
+    return exclusion

@@ -1,0 +1,423 @@
+"""The study specification: a plain YAML file of pages and questions, with defaults for everything.
+
+`parse_spec(text)` returns the normalised spec (a dict of plain JSON types, every default filled in) or
+raises SpecError naming the line, the key and how to fix it. The YAML text itself is what a StudyVersion
+stores, so `load_study FILE` / `dump_study SLUG` round-trip byte for byte.
+
+`reference()` renders every key with its default (printed by `manage.py load_study --reference`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+
+PAGE_TYPES = ("consent", "instructions", "av_check", "training", "trials", "demographics", "completion")
+QUESTION_TYPES = ("likert", "slider", "pairwise")
+EMBODIMENTS = ("avatar", "robot_sim", "robot_physical")
+DEMOGRAPHIC_FIELDS = ("age", "gender", "native_language", "country", "hearing", "vision", "prior_experience")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,79}$")
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+CONDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+
+DEFAULT_CONSENT = (
+    "You are invited to take part in a research study on how people perceive animated faces. "
+    "You will watch short videos with sound and rate them. Taking part is voluntary; you may stop "
+    "at any time. Your answers are stored without your name."
+)
+DEFAULT_INSTRUCTIONS = (
+    "Each page shows a short video of a talking face. Watch it to the end with the sound on; the "
+    "answer buttons unlock when the video has finished. Then answer the question about it."
+)
+
+
+@dataclass
+class SpecProblem:
+    path: str
+    message: str
+    fix: str
+    line: int | None = None
+
+    def __str__(self):
+        where = f"line {self.line}, " if self.line else ""
+        return f"{where}{self.path or '(top level)'}: {self.message}. Fix: {self.fix}"
+
+
+class SpecError(ValueError):
+    def __init__(self, problems: list[SpecProblem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map each key path ('pages[2].question') to its 1-based line in the YAML text."""
+    lines: dict[str, int] = {}
+
+    def walk(node, path):
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = f"{path}.{key_node.value}" if path else str(key_node.value)
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+class _Checker:
+    """Collects every problem in one pass so the researcher can fix them all at once."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        self.problems: list[SpecProblem] = []
+
+    def fail(self, path, message, fix):
+        line = None
+        probe = path
+        while probe and line is None:
+            line = self.lines.get(probe)
+            probe = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe) if probe else ""
+        self.problems.append(SpecProblem(path, message, fix, line))
+
+    def mapping(self, value, path, allowed: dict):
+        """Check a mapping's keys against `allowed` (key -> default) and return it with defaults filled."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping of keys, got {type(value).__name__}", "write `key: value` lines")
+            return dict(allowed)
+        out = {}
+        for key in value:
+            if key not in allowed:
+                close = [k for k in allowed if k.startswith(str(key)[:3])]
+                hint = f"did you mean `{close[0]}`?" if close else f"allowed keys: {', '.join(allowed)}"
+                self.fail(f"{path}.{key}" if path else str(key), f"unknown key `{key}`", hint)
+        for key, default in allowed.items():
+            out[key] = value.get(key, default)
+        return out
+
+    def number(self, value, path, low, high, integer=False):
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type:
+            kind = "a whole number" if integer else "a number"
+            self.fail(path, f"expected {kind}, got {value!r}", f"write {kind} between {low} and {high}")
+            return low
+        if not (low <= value <= high):
+            self.fail(path, f"{value} is out of range", f"use a value between {low} and {high}")
+        return value
+
+    def text(self, value, path, required=False):
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.fail(path, f"expected text, got {value!r}", "write the text in quotes or as a `|` block")
+            return ""
+        return value
+
+    def boolean(self, value, path):
+        if not isinstance(value, bool):
+            self.fail(path, f"expected true or false, got {value!r}", "write `true` or `false`")
+            return False
+        return value
+
+    def string_list(self, value, path, *, choices=None, min_len=0, pattern=None):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(path, f"expected a list of names, got {value!r}", "write `[a, b, c]` or one `- name` per line")
+            return []
+        if len(value) < min_len:
+            self.fail(path, f"needs at least {min_len} entries", f"list {min_len} or more")
+        for i, item in enumerate(value):
+            if choices and item not in choices:
+                self.fail(f"{path}[{i}]", f"`{item}` is not one of {', '.join(choices)}", "pick one of those")
+            if pattern and not pattern.match(item):
+                self.fail(f"{path}[{i}]", f"`{item}` is not a valid name", "use lower-case letters, digits, - or _")
+        if len(set(value)) != len(value):
+            self.fail(path, "lists a name twice", "list each name once")
+        return value
+
+
+def _check_question(c: _Checker, key: str, raw) -> dict:
+    path = f"questions.{key}"
+    base = {"type": None, "prompt": None}
+    qtype = raw.get("type") if isinstance(raw, dict) else None
+    if qtype not in QUESTION_TYPES:
+        c.fail(f"{path}.type", f"question type {qtype!r} is not known", f"use one of {', '.join(QUESTION_TYPES)}")
+        return {"type": "likert", "prompt": "", "items": [], "points": 5, "labels": ["", ""]}
+    if qtype == "likert":
+        allowed = {**base, "points": 5, "labels": ["Very poor", "Very good"], "items": None}
+    elif qtype == "slider":
+        allowed = {
+            **base,
+            "labels": ["Bad", "Poor", "Fair", "Good", "Excellent"],
+            "reference": None,
+            "hidden_reference": None,
+            "anchor": None,
+            "items": None,
+        }
+    else:
+        allowed = {**base, "allow_tie": False, "strength": False, "items": None}
+    q = c.mapping(raw, path, allowed)
+    q["prompt"] = c.text(q["prompt"], f"{path}.prompt", required=True)
+    items = q["items"]
+    if items is None:
+        items = [{"key": "overall", "text": q["prompt"]}]
+    if not isinstance(items, list) or not items:
+        c.fail(f"{path}.items", "expected a list of items", "write `- {key: upper, text: ...}` per item")
+        items = []
+    clean_items = []
+    for i, item in enumerate(items):
+        ipath = f"{path}.items[{i}]"
+        item = c.mapping(item, ipath, {"key": None, "text": None})
+        if not isinstance(item["key"], str) or not KEY_RE.match(item["key"]):
+            c.fail(f"{ipath}.key", f"item key {item['key']!r} is not valid", "use a short lower-case key like `upper`")
+        item["text"] = c.text(item["text"], f"{ipath}.text", required=True)
+        clean_items.append(item)
+    if len({i["key"] for i in clean_items}) != len(clean_items):
+        c.fail(f"{path}.items", "two items share a key", "give each item its own key")
+    q["items"] = clean_items
+    if qtype == "likert":
+        q["points"] = c.number(q["points"], f"{path}.points", 2, 11, integer=True)
+        labels = q["labels"]
+        if not isinstance(labels, list) or len(labels) not in (2, q["points"]) or not all(
+            isinstance(x, str) for x in labels
+        ):
+            c.fail(f"{path}.labels", "expected the two end labels, or one label per point",
+                   f"write `[lowest, highest]` or {q['points']} labels")
+            q["labels"] = ["", ""]
+    elif qtype == "slider":
+        if not isinstance(q["labels"], list) or not all(isinstance(x, str) for x in q["labels"]):
+            c.fail(f"{path}.labels", "expected a list of band labels (bottom to top)", "e.g. [Bad, Poor, Fair, Good, Excellent]")
+        for role in ("reference", "hidden_reference", "anchor"):
+            if q[role] is not None and not isinstance(q[role], str):
+                c.fail(f"{path}.{role}", "expected a condition name", "write the name of one of the study's conditions")
+        if q["reference"] is not None and q["hidden_reference"] not in (None, q["reference"]):
+            c.fail(f"{path}.hidden_reference", "the hidden reference must be the same condition as the reference",
+                   f"set it to `{q['reference']}` or leave it out")
+    else:
+        q["allow_tie"] = c.boolean(q["allow_tie"], f"{path}.allow_tie")
+        q["strength"] = c.boolean(q["strength"], f"{path}.strength")
+    return q
+
+
+def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
+    path = f"pages[{i}]"
+    ptype = raw.get("type") if isinstance(raw, dict) else None
+    if ptype not in PAGE_TYPES:
+        c.fail(f"{path}.type", f"page type {ptype!r} is not known", f"use one of {', '.join(PAGE_TYPES)}")
+        return {"type": "instructions", "text": ""}
+    allowed = {"type": None, "title": None}
+    if ptype == "consent":
+        allowed |= {"text": DEFAULT_CONSENT, "agree_label": "I agree to take part"}
+    elif ptype == "instructions":
+        allowed |= {"text": DEFAULT_INSTRUCTIONS}
+    elif ptype == "av_check":
+        allowed |= {"text": "Play the clip and type the digits you hear.", "max_attempts": 2}
+    elif ptype == "training":
+        allowed |= {"question": None, "count": 1, "text": "A practice trial. Its answer is not used."}
+    elif ptype == "trials":
+        allowed |= {"question": None, "attention_checks": 1, "text": None}
+    elif ptype == "demographics":
+        allowed |= {"fields": ["age", "gender", "native_language"], "required": False}
+    elif ptype == "completion":
+        allowed |= {"text": "Thank you! Your answers have been saved."}
+    page = c.mapping(raw, path, allowed)
+    if page.get("title") is not None:
+        c.text(page["title"], f"{path}.title")
+    for key in ("text", "agree_label"):
+        if key in page and page[key] is not None:
+            c.text(page[key], f"{path}.{key}")
+    if ptype in ("training", "trials"):
+        if page["question"] not in questions:
+            c.fail(f"{path}.question", f"question {page['question']!r} is not defined",
+                   f"define it under `questions:` or use one of {', '.join(questions) or '(none defined)'}")
+    if ptype == "training":
+        page["count"] = c.number(page["count"], f"{path}.count", 1, 20, integer=True)
+    if ptype == "trials":
+        page["attention_checks"] = c.number(page["attention_checks"], f"{path}.attention_checks", 0, 20, integer=True)
+    if ptype == "av_check":
+        page["max_attempts"] = c.number(page["max_attempts"], f"{path}.max_attempts", 1, 5, integer=True)
+    if ptype == "demographics":
+        page["fields"] = c.string_list(page["fields"], f"{path}.fields", choices=DEMOGRAPHIC_FIELDS)
+        page["required"] = c.boolean(page["required"], f"{path}.required")
+    return page
+
+
+TOP_KEYS = {
+    "slug": None,
+    "title": None,
+    "description": "",
+    "stimuli": None,
+    "questions": None,
+    "pages": None,
+    "quality": None,
+    "recruitment": None,
+}
+STIMULI_KEYS = {"corpus": None, "conditions": None, "embodiments": ["avatar"], "utterances": "all",
+                "allow_placeholders": False}
+QUALITY_KEYS = {
+    "min_watch_fraction": 0.95,
+    "min_median_answer_ms": 1000,
+    "max_identical_fraction": 0.9,
+    "max_attention_failures": 0,
+}
+RECRUITMENT_KEYS = {
+    "quota": 20,
+    "abandon_after_minutes": 45,
+    "reward_usd": 2.0,
+    "estimated_minutes": 10,
+    "mturk": None,
+    "prolific": None,
+}
+MTURK_KEYS = {
+    "title": None,
+    "description": "Watch short videos of talking faces and rate them.",
+    "keywords": "video, rating, faces, perception",
+    "assignment_duration_minutes": 60,
+    "lifetime_hours": 72,
+    "auto_approval_hours": 72,
+    "min_approval_rate": 95,
+    "min_approved_hits": 100,
+    "locales": ["US", "GB", "CA", "AU", "IE", "NZ"],
+}
+
+
+def parse_spec(text: str) -> dict:
+    """Parse and validate a study YAML; return the normalised spec or raise SpecError."""
+    try:
+        lines = _line_index(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecProblem("", f"the file is not valid YAML ({problem})",
+                                     "check the indentation and the colons on that line", line)]) from None
+    c = _Checker(lines)
+    if not isinstance(raw, dict):
+        raise SpecError([SpecProblem("", "the file must be a mapping with `slug`, `title`, `stimuli`, "
+                                         "`questions` and `pages`", "start from `manage.py load_study --example`", 1)])
+    spec = c.mapping(raw, "", TOP_KEYS)
+    if not isinstance(spec["slug"], str) or not SLUG_RE.match(spec["slug"]):
+        c.fail("slug", f"slug {spec['slug']!r} is missing or not valid",
+               "use 2-80 lower-case letters, digits and dashes, e.g. `face-naturalness-2026`")
+    spec["title"] = c.text(spec["title"], "title", required=True)
+    c.text(spec["description"], "description")
+
+    stim = c.mapping(spec["stimuli"], "stimuli", STIMULI_KEYS)
+    if not isinstance(stim["corpus"], str) or not stim["corpus"]:
+        c.fail("stimuli.corpus", "the corpus is missing", "name an imported corpus, e.g. `corpus: demo`")
+    stim["conditions"] = c.string_list(stim["conditions"], "stimuli.conditions", min_len=1, pattern=CONDITION_RE)
+    stim["embodiments"] = c.string_list(stim["embodiments"], "stimuli.embodiments", choices=EMBODIMENTS, min_len=1)
+    if stim["utterances"] != "all":
+        stim["utterances"] = c.string_list(stim["utterances"], "stimuli.utterances", min_len=1)
+    stim["allow_placeholders"] = c.boolean(stim["allow_placeholders"], "stimuli.allow_placeholders")
+    spec["stimuli"] = stim
+
+    questions_raw = spec["questions"]
+    questions = {}
+    if not isinstance(questions_raw, dict) or not questions_raw:
+        c.fail("questions", "no questions are defined", "add `questions:` with at least one likert, slider or pairwise question")
+    else:
+        for key, qraw in questions_raw.items():
+            if not isinstance(key, str) or not KEY_RE.match(key):
+                c.fail(f"questions.{key}", f"question key {key!r} is not valid", "use a short lower-case key like `naturalness`")
+            questions[str(key)] = _check_question(c, str(key), qraw)
+    for key, q in questions.items():
+        if q["type"] == "slider":
+            for role in ("reference", "hidden_reference", "anchor"):
+                if isinstance(q.get(role), str) and q[role] not in stim["conditions"]:
+                    c.fail(f"questions.{key}.{role}", f"`{q[role]}` is not one of the study's conditions",
+                           "add it to `stimuli.conditions` or use one listed there")
+        if q["type"] == "pairwise" and len(stim["conditions"]) * len(stim["embodiments"]) < 2:
+            c.fail(f"questions.{key}", "a pairwise question needs at least two conditions", "list two or more conditions")
+    spec["questions"] = questions
+
+    pages_raw = spec["pages"]
+    pages = []
+    if not isinstance(pages_raw, list) or not pages_raw:
+        c.fail("pages", "no pages are listed", "list pages such as consent, instructions, trials, completion")
+    else:
+        pages = [_check_page(c, i, p, questions) for i, p in enumerate(pages_raw)]
+        types = [p["type"] for p in pages]
+        if "trials" not in types:
+            c.fail("pages", "there is no `trials` page", "add `- {type: trials, question: <key>}`")
+        if types.count("completion") != 1 or types[-1] != "completion":
+            c.fail("pages", "the last page must be the one `completion` page", "end the list with `- type: completion`")
+        if "consent" in types and types[0] != "consent":
+            c.fail("pages[0]", "consent must be the first page", "move the consent page to the top")
+    spec["pages"] = pages
+
+    quality = c.mapping(spec["quality"], "quality", QUALITY_KEYS)
+    quality["min_watch_fraction"] = c.number(quality["min_watch_fraction"], "quality.min_watch_fraction", 0.0, 1.0)
+    quality["min_median_answer_ms"] = c.number(quality["min_median_answer_ms"], "quality.min_median_answer_ms", 0, 600000)
+    quality["max_identical_fraction"] = c.number(quality["max_identical_fraction"], "quality.max_identical_fraction", 0.0, 1.0)
+    quality["max_attention_failures"] = c.number(quality["max_attention_failures"], "quality.max_attention_failures", 0, 100, integer=True)
+    spec["quality"] = quality
+
+    rec = c.mapping(spec["recruitment"], "recruitment", RECRUITMENT_KEYS)
+    rec["quota"] = c.number(rec["quota"], "recruitment.quota", 1, 100000, integer=True)
+    rec["abandon_after_minutes"] = c.number(rec["abandon_after_minutes"], "recruitment.abandon_after_minutes", 1, 10080)
+    rec["reward_usd"] = c.number(rec["reward_usd"], "recruitment.reward_usd", 0.0, 1000.0)
+    rec["estimated_minutes"] = c.number(rec["estimated_minutes"], "recruitment.estimated_minutes", 1, 600)
+    mturk = c.mapping(rec["mturk"], "recruitment.mturk", MTURK_KEYS)
+    if mturk["title"] is None:
+        mturk["title"] = spec["title"] if isinstance(spec["title"], str) else ""
+    mturk["min_approval_rate"] = c.number(mturk["min_approval_rate"], "recruitment.mturk.min_approval_rate", 0, 100, integer=True)
+    mturk["min_approved_hits"] = c.number(mturk["min_approved_hits"], "recruitment.mturk.min_approved_hits", 0, 10**7, integer=True)
+    mturk["assignment_duration_minutes"] = c.number(mturk["assignment_duration_minutes"], "recruitment.mturk.assignment_duration_minutes", 1, 10080)
+    mturk["lifetime_hours"] = c.number(mturk["lifetime_hours"], "recruitment.mturk.lifetime_hours", 1, 8760)
+    mturk["auto_approval_hours"] = c.number(mturk["auto_approval_hours"], "recruitment.mturk.auto_approval_hours", 1, 720)
+    mturk["locales"] = c.string_list(mturk["locales"], "recruitment.mturk.locales")
+    rec["mturk"] = mturk
+    rec["prolific"] = c.mapping(rec["prolific"], "recruitment.prolific", {})
+    spec["recruitment"] = rec
+
+    if c.problems:
+        raise SpecError(c.problems)
+    return spec
+
+
+def treatments(spec: dict) -> list[tuple[str, str]]:
+    """The study's factor levels: condition x embodiment, in a stable order."""
+    return [(cond, emb) for emb in spec["stimuli"]["embodiments"] for cond in spec["stimuli"]["conditions"]]
+
+
+def reference() -> str:
+    """Every key of a study YAML with its default, for `load_study --reference` and the docs."""
+    out = ["# Study YAML reference: every key and its default (null = required or derived)."]
+
+    def block(title, keys, indent=""):
+        out.append(f"{indent}{title}:")
+        for key, default in keys.items():
+            out.append(f"{indent}  {key}: {default!r}")
+
+    out.append("slug: required, 2-80 lower-case letters, digits and dashes")
+    out.append("title: required")
+    out.append("description: ''")
+    block("stimuli", STIMULI_KEYS)
+    out.append("questions:   # a mapping of question key -> question")
+    out.append("  <key>: {type: likert, prompt: required, points: 5, labels: [Very poor, Very good], items: [{key, text}]}")
+    out.append("  <key>: {type: slider, prompt: required, labels: [Bad, Poor, Fair, Good, Excellent], reference: null,"
+               " hidden_reference: null, anchor: null, items: null}")
+    out.append("  <key>: {type: pairwise, prompt: required, allow_tie: false, strength: false, items: null}")
+    out.append(f"pages:   # a list; types: {', '.join(PAGE_TYPES)}; the last page is the completion page")
+    out.append("  - {type: consent, text: <default consent text>, agree_label: I agree to take part}")
+    out.append("  - {type: instructions, text: <default instructions>}")
+    out.append("  - {type: av_check, text: Play the clip and type the digits you hear., max_attempts: 2}")
+    out.append("  - {type: training, question: required, count: 1}")
+    out.append("  - {type: trials, question: required, attention_checks: 1, text: null}")
+    out.append(f"  - {{type: demographics, fields: [age, gender, native_language], required: false}}  # fields from {', '.join(DEMOGRAPHIC_FIELDS)}")
+    out.append("  - {type: completion, text: Thank you! Your answers have been saved.}")
+    block("quality", QUALITY_KEYS)
+    block("recruitment", {k: v for k, v in RECRUITMENT_KEYS.items() if k not in ("mturk", "prolific")})
+    block("mturk", MTURK_KEYS, indent="  ")
+    return "\n".join(out) + "\n"

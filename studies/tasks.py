@@ -1,0 +1,86 @@
+"""Celery tasks: the one place where the ORM meets the libraries (render/, inference/).
+
+Tasks take ids, are idempotent (a stimulus that exists is not made again), write files under a temporary
+name and register them only when complete, and are retried when the worker running them dies
+(acks_late + reject_on_worker_lost in evalsite/celery.py).
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+from celery import shared_task
+from django.conf import settings
+
+from .models import Condition, Stimulus, Utterance
+
+
+def _jaw_for(condition: Condition, utterance: Utterance, fps: float, seed: int):
+    """The placeholder's mouth motion for one condition, and the recipe that rebuilds it."""
+    from render import placeholder
+
+    media = Path(settings.MEDIA_ROOT)
+    own = placeholder.jaw_envelope(media / utterance.audio_path, fps)
+    kind = condition.kind
+    if kind == Condition.Kind.GROUND_TRUTH:
+        return own, {"motion_from": utterance.name}
+    if kind == Condition.Kind.STILL:
+        return None, {}
+    if kind == Condition.Kind.TIME_SHIFT:
+        frames = round(condition.params.get("ms", 0) / 1000 * fps)
+        return placeholder.time_shift(own, frames), {"shift_frames": frames}
+    if kind == Condition.Kind.RANDOM_ALIGNMENT:
+        others = list(
+            Utterance.objects.filter(corpus=utterance.corpus, metadata__role="speech").exclude(pk=utterance.pk).order_by("name")
+        )
+        same_speaker = [u for u in others if u.speaker == utterance.speaker] or others
+        if not same_speaker:
+            raise ValueError(f"random alignment needs another utterance in corpus {utterance.corpus}")
+        rng = random.Random(seed)
+        donor = rng.choice(same_speaker)
+        donor_jaw = placeholder.jaw_envelope(media / donor.audio_path, fps)
+        start = rng.randrange(max(len(donor_jaw), 1))
+        return placeholder.fit_to_length(donor_jaw, len(own), start=start), {"motion_from": donor.name, "start_frame": start}
+    if kind in (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK):
+        return own, {"motion_from": utterance.name}
+    raise ValueError(f"condition kind {kind} needs the renderer or a model; placeholders cover recorded motion only")
+
+
+@shared_task(bind=True, name="studies.tasks.render_placeholder_stimulus", max_retries=3)
+def render_placeholder_stimulus(self, utterance_id: int, condition_id: int, embodiment: str = "avatar",
+                                seed: int = 0, caption: str | None = None) -> str:
+    """Make (once) the placeholder clip of one utterance x condition; returns the stimulus token."""
+    from render import placeholder
+
+    from . import services
+
+    utterance = Utterance.objects.get(pk=utterance_id)
+    condition = Condition.objects.get(pk=condition_id)
+    existing = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    if existing:
+        return existing.token
+    fps = 25
+    jaw, recipe = _jaw_for(condition, utterance, fps, seed)
+    scratch = Path(settings.MEDIA_ROOT) / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        out = Path(tmp) / "clip.mp4"
+        placeholder.make_placeholder_stimulus(
+            out, speech_wav=Path(settings.MEDIA_ROOT) / utterance.audio_path, jaw=jaw, fps=fps, seed=seed,
+            caption=caption,
+        )
+        expected = utterance.metadata.get("expected_answer")
+        stimulus = services.stimulus_register(
+            utterance=utterance, condition=condition, embodiment=embodiment, source_path=out,
+            recipe={"maker": "placeholder", "condition": condition.name, "seed": seed, "fps": fps,
+                    "caption": caption, **recipe},
+            is_placeholder=True, expected_answer=expected,
+        )
+    return stimulus.token
+
+
+@shared_task(name="studies.tasks.render_ping")
+def render_ping(value: int) -> int:
+    """A trivial task: answers only if a worker consumes the render queue (used by health checks)."""
+    return value + 1

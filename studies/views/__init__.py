@@ -1,0 +1,1 @@
+"""Views: participant pages (participant.py), researcher pages (researcher.py), video serving (media.py)."""

@@ -1,0 +1,218 @@
+"""Participant pages: entry from a recruiting link, the current page, and the JSON endpoints that save
+watch reports and answers. Nothing here names a condition, model or utterance; errors are friendly."""
+from __future__ import annotations
+
+import json
+
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import selectors, services
+from ..models import Participant, Study
+
+SESSION_KEY = "participant_sessions"  # {study public token: participant public id}
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+
+
+def _message(request, title: str, text: str, status=200, **extra):
+    return render(request, "studies/participant/message.html", {"title": title, "text": text, **extra}, status=status)
+
+
+def _session_participant(request, study: Study) -> Participant | None:
+    public_id = request.session.get(SESSION_KEY, {}).get(study.public_token)
+    if not public_id:
+        return None
+    return Participant.objects.select_related("study", "version").filter(public_id=public_id, study=study).first()
+
+
+def _remember(request, study: Study, participant: Participant) -> None:
+    sessions = dict(request.session.get(SESSION_KEY, {}))
+    sessions[study.public_token] = str(participant.public_id)
+    request.session[SESSION_KEY] = sessions
+    request.session.cycle_key()  # a new session id whenever a participant is bound to this browser
+
+
+def _recruiting_source(request, study: Study):
+    """(source, external id, session facts) from the recruiting service's URL parameters."""
+    q = request.GET
+    if q.get("PROLIFIC_PID"):
+        return "prolific", q["PROLIFIC_PID"], {"study_id": q.get("STUDY_ID", ""), "session_id": q.get("SESSION_ID", "")}
+    if q.get("workerId") and q.get("assignmentId"):
+        return "mturk", q["workerId"], {
+            "assignment_id": q["assignmentId"], "hit_id": q.get("hitId", ""),
+            "submit_to": q.get("turkSubmitTo", ""),
+        }
+    if q.get("mode") == "pilot" and q.get("key") == services.pilot_key(study):
+        return "pilot", None, {}
+    if q.get("mode") == "bot" and q.get("key") == services.pilot_key(study):
+        return "bot", q.get("bot_id"), {}
+    return "direct", None, {}
+
+
+@never_cache
+@require_GET
+def entry(request, study_token: str):
+    study = get_object_or_404(Study, public_token=study_token)
+    if request.GET.get("assignmentId") == MTURK_PREVIEW:
+        spec = study.current_version.spec
+        return render(request, "studies/participant/mturk_preview.html", {"study": study, "spec": spec})
+    source, external_id, facts = _recruiting_source(request, study)
+    existing = _session_participant(request, study)
+    if existing and existing.status == Participant.Status.ACTIVE and not external_id:
+        return HttpResponseRedirect(reverse("take", args=[study_token]))
+    try:
+        participant, _ = services.participant_start(
+            study=study, source=source, external_id=external_id, external_session=facts,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
+    except services.StudyUnavailable as exc:
+        return _message(request, "Thank you for your interest", exc.message, status=200 if exc.code == "full" else 403)
+    _remember(request, study, participant)
+    return HttpResponseRedirect(reverse("take", args=[study_token]))
+
+
+@never_cache
+@require_GET
+def lab_entry(request, lab_token: str):
+    study = get_object_or_404(Study, lab_token=lab_token)
+    seat = request.GET.get("id", "").strip() or None  # an optional participant code typed by the experimenter
+    try:
+        participant, _ = services.participant_start(
+            study=study, source="lab", external_id=seat, user_agent=request.META.get("HTTP_USER_AGENT", "")
+        )
+    except services.StudyUnavailable as exc:
+        return _message(request, "Thank you for your interest", exc.message, status=403)
+    _remember(request, study, participant)
+    return HttpResponseRedirect(reverse("take", args=[study.public_token]))
+
+
+def _require_participant(request, study_token: str):
+    study = get_object_or_404(Study, public_token=study_token)
+    participant = _session_participant(request, study)
+    if participant is None:
+        raise Http404("no session")
+    return study, participant
+
+
+def _completion_context(participant: Participant) -> dict:
+    facts = participant.external_session or {}
+    ctx = {"code": participant.completion_code}
+    if participant.source == Participant.Source.PROLIFIC:
+        ctx["redirect"] = f"https://app.prolific.com/submissions/complete?cc={participant.completion_code}"
+    if participant.source == Participant.Source.MTURK and facts.get("submit_to"):
+        ctx["mturk_submit"] = facts["submit_to"].rstrip("/") + "/mturk/externalSubmit"
+        ctx["assignment_id"] = facts.get("assignment_id", "")
+    return ctx
+
+
+@never_cache
+@require_GET
+def take(request, study_token: str):
+    try:
+        study, participant = _require_participant(request, study_token)
+    except Http404:
+        return _message(request, "Session not found",
+                        "We could not find your session in this browser. Please open the study link again.", status=404)
+    progress_done, progress_total = selectors.progress(participant)
+    ctx = {"study": study, "participant": participant, "progress_done": progress_done,
+           "progress_total": progress_total, "progress_pct": round(100 * progress_done / max(progress_total, 1)),
+           "study_token": study_token}
+    if participant.status == Participant.Status.SCREENED_OUT:
+        code = study.screened_out_code if participant.source == Participant.Source.PROLIFIC else ""
+        redirect = f"https://app.prolific.com/submissions/complete?cc={code}" if code else ""
+        return _message(request, "Thank you", "Unfortunately your audio or video check did not succeed, so this "
+                        "study cannot continue. You will not be penalised.", code=code, redirect=redirect)
+    if participant.status == Participant.Status.ABANDONED:
+        return _message(request, "Session expired", "This session was inactive for too long and has ended.")
+    page = selectors.current_page(participant)
+    ctx["page"] = page
+    ctx["page_index"] = participant.page_index
+    kind = page["type"]
+    if kind == "completion":
+        ctx.update(_completion_context(participant))
+        return render(request, "studies/participant/completion.html", ctx)
+    if kind in ("training", "trials"):
+        trial = selectors.current_trial(participant)
+        if trial is None:  # cannot happen with a valid plan; fail soft for the participant
+            return _message(request, "Please wait", "Loading the next page failed; please reload.", status=500)
+        services.trial_mark_shown(trial=trial)
+        question = participant.version.spec["questions"][trial.question]
+        ctx.update({"trial": trial, "question": question, "slots": list(trial.slots.all()),
+                    "likert_points": list(range(1, question.get("points", 0) + 1))})
+        return render(request, "studies/participant/trial.html", ctx)
+    if kind == "av_check":
+        ctx["av_stimulus"] = selectors.av_check_stimulus(participant.version.spec)
+    ctx["page_error"] = request.session.pop("page_error", None)
+    return render(request, f"studies/participant/{kind}.html", ctx)
+
+
+@never_cache
+@require_POST
+def page_post(request, study_token: str, page_index: int):
+    try:
+        study, participant = _require_participant(request, study_token)
+    except Http404:
+        return _message(request, "Session not found", "Please open the study link again.", status=404)
+    try:
+        services.page_submit(participant=participant, page_index=page_index, data=request.POST.dict())
+    except services.ServiceError as exc:
+        request.session["page_error"] = exc.message
+    return HttpResponseRedirect(reverse("take", args=[study_token]))
+
+
+def _json_body(request) -> dict:
+    if request.content_type != "application/json":
+        raise services.ServiceError("Send JSON (Content-Type: application/json).")
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise services.ServiceError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise services.ServiceError("The request body must be a JSON object.")
+    return body
+
+
+def _json_error(exc: services.ServiceError) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": exc.code, "message": exc.message}, status=exc.status)
+
+
+@never_cache
+@require_POST
+def watch(request, study_token: str):
+    try:
+        _, participant = _require_participant(request, study_token)
+        body = _json_body(request)
+        slot = body.get("slot")
+        if isinstance(slot, bool) or not isinstance(slot, int):
+            raise services.ServiceError("slot must be a whole number.")
+        record = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
+                                       slot=slot, report=body)
+    except Http404:
+        return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."}, status=403)
+    except services.ServiceError as exc:
+        return _json_error(exc)
+    return JsonResponse({"ok": True, "ended": record.ended})
+
+
+@never_cache
+@require_POST
+def answer(request, study_token: str):
+    try:
+        _, participant = _require_participant(request, study_token)
+        body = _json_body(request)
+        trial, created = services.trial_answer(
+            participant=participant,
+            trial_public_id=str(body.get("trial", "")),
+            submission_id=str(body.get("submission_id", "")),
+            answers=body.get("answers"),
+            answer_ms=body.get("answer_ms"),
+        )
+    except Http404:
+        return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."}, status=403)
+    except services.ServiceError as exc:
+        return _json_error(exc)
+    return JsonResponse({"ok": True, "saved": created, "next": reverse("take", args=[study_token])},
+                        status=201 if created else 200)

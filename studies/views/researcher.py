@@ -1,0 +1,82 @@
+"""Researcher pages: the study list, a study's dashboard, opening/closing it, preview, CSV export, health."""
+from __future__ import annotations
+
+import io
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.conf import settings
+from django.views.decorators.http import require_POST
+
+from .. import selectors, services
+from ..exports import write_responses_csv
+from ..models import Study
+from .participant import _remember
+
+
+def home(request):
+    if request.user.is_authenticated:
+        return HttpResponseRedirect(reverse("study_list"))
+    return render(request, "studies/researcher/home.html")
+
+
+def health(request):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"ok": True})
+
+
+def _study_for(request, slug) -> Study:
+    study = get_object_or_404(Study, slug=slug)
+    if not selectors.user_can_see_study(request.user, study):
+        raise Http404("no such study")
+    return study
+
+
+@login_required
+def study_list(request):
+    return render(request, "studies/researcher/study_list.html", {"studies": selectors.studies_for_user(request.user)})
+
+
+@login_required
+def study_dashboard(request, slug):
+    study = _study_for(request, slug)
+    base = settings.PUBLIC_BASE_URL
+    links = {
+        "participant": base + reverse("entry", args=[study.public_token]),
+        "prolific": base + reverse("entry", args=[study.public_token])
+        + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+        "lab": base + reverse("lab_entry", args=[study.lab_token]),
+        "pilot": base + reverse("entry", args=[study.public_token]) + f"?mode=pilot&key={services.pilot_key(study)}",
+    }
+    return render(request, "studies/researcher/dashboard.html", {**selectors.dashboard(study), "links": links})
+
+
+@login_required
+@require_POST
+def study_status(request, slug):
+    study = _study_for(request, slug)
+    services.study_set_status(study=study, status=request.POST.get("status", ""))
+    return HttpResponseRedirect(reverse("study_dashboard", args=[slug]))
+
+
+@login_required
+@require_POST
+def study_preview(request, slug):
+    study = _study_for(request, slug)
+    participant, _ = services.participant_start(study=study, source="preview")
+    _remember(request, study, participant)
+    return HttpResponseRedirect(reverse("take", args=[study.public_token]))
+
+
+@login_required
+def study_export(request, slug):
+    study = _study_for(request, slug)
+    buffer = io.StringIO()
+    write_responses_csv(study, buffer, include_pilot=request.GET.get("pilot") == "1")
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+    return response
