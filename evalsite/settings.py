@@ -106,6 +106,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise wants it to exist, even when empty
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 # Media are never served under a guessable URL: stimulus videos go through studies.views.stimulus_video,
 # which checks that the participant is entitled to the token, then streams (or hands off to nginx).

@@ -2,7 +2,8 @@
 page (or a JSON error for the API), whatever DEBUG says. The error is still logged in full."""
 import logging
 
-from django.http import JsonResponse
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
 log = logging.getLogger("studies.participant")
@@ -19,6 +20,12 @@ class ParticipantErrorMiddleware:
     def process_exception(self, request, exception):
         if not request.path.startswith(PARTICIPANT_PREFIXES):
             return None
+        if isinstance(exception, Http404):
+            return render(request, "studies/participant/message.html", {
+                "title": "Not found", "text": "This link is not valid. Please check the link you were given.",
+            }, status=404)
+        if isinstance(exception, (PermissionDenied, SuspiciousOperation)):
+            return None  # Django's own 403/400 handling; no trace is shown for these
         log.exception("participant request failed: %s", request.path)
         if request.content_type == "application/json" or request.path.endswith(("/watch/", "/answer/")):
             return JsonResponse({"ok": False, "error": "server_error",

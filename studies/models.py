@@ -130,6 +130,8 @@ class Study(models.Model):
     lab_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
     completion_code = models.CharField(max_length=32, default=new_public_token)
     screened_out_code = models.CharField(max_length=32, default=new_public_token)
+    # What the recruiting services know of this study: MTurk HIT ids, qualification type id, ...
+    recruiting = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,6 +6,8 @@ name and register them only when complete, and are retried when the worker runni
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -47,6 +49,18 @@ def _jaw_for(condition: Condition, utterance: Utterance, fps: float, seed: int):
     raise ValueError(f"condition kind {kind} needs the renderer or a model; placeholders cover recorded motion only")
 
 
+PLACEHOLDER_MAKER_VERSION = 1
+
+
+def _placeholder_cache_path(audio: Path, jaw, fps, seed, caption) -> Path:
+    """Clips are cached by the hash of everything that decides their bytes, so nothing is made twice."""
+    h = hashlib.sha256()
+    h.update(audio.read_bytes())
+    h.update(b"none" if jaw is None else jaw.astype("float32").tobytes())
+    h.update(repr((fps, seed, caption, PLACEHOLDER_MAKER_VERSION)).encode())
+    return Path(settings.VAR_DIR) / "cache" / "placeholders" / f"{h.hexdigest()}.mp4"
+
+
 @shared_task(bind=True, name="studies.tasks.render_placeholder_stimulus", max_retries=3)
 def render_placeholder_stimulus(self, utterance_id: int, condition_id: int, embodiment: str = "avatar",
                                 seed: int = 0, caption: str | None = None) -> str:
@@ -62,21 +76,20 @@ def render_placeholder_stimulus(self, utterance_id: int, condition_id: int, embo
         return existing.token
     fps = 25
     jaw, recipe = _jaw_for(condition, utterance, fps, seed)
-    scratch = Path(settings.MEDIA_ROOT) / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        out = Path(tmp) / "clip.mp4"
-        placeholder.make_placeholder_stimulus(
-            out, speech_wav=Path(settings.MEDIA_ROOT) / utterance.audio_path, jaw=jaw, fps=fps, seed=seed,
-            caption=caption,
-        )
-        expected = utterance.metadata.get("expected_answer")
-        stimulus = services.stimulus_register(
-            utterance=utterance, condition=condition, embodiment=embodiment, source_path=out,
-            recipe={"maker": "placeholder", "condition": condition.name, "seed": seed, "fps": fps,
-                    "caption": caption, **recipe},
-            is_placeholder=True, expected_answer=expected,
-        )
+    audio = Path(settings.MEDIA_ROOT) / utterance.audio_path
+    cached = _placeholder_cache_path(audio, jaw, fps, seed, caption)
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            out = Path(tmp) / "clip.mp4"
+            placeholder.make_placeholder_stimulus(out, speech_wav=audio, jaw=jaw, fps=fps, seed=seed, caption=caption)
+            os.replace(out, cached)
+    stimulus = services.stimulus_register(
+        utterance=utterance, condition=condition, embodiment=embodiment, source_path=cached,
+        recipe={"maker": "placeholder", "condition": condition.name, "seed": seed, "fps": fps,
+                "caption": caption, **recipe},
+        is_placeholder=True, expected_answer=utterance.metadata.get("expected_answer"),
+    )
     return stimulus.token
 
 

@@ -1,0 +1,113 @@
+"""Balanced assignment: properties of the Latin square, checked by counting over the produced plans."""
+from collections import Counter
+
+from studies.design import cell_count, check_balance, plan_trials
+from studies.spec import parse_spec
+
+SPEC = """\
+slug: balance
+title: Balance
+stimuli:
+  corpus: c
+  conditions: [gt, rnd, still]
+  embodiments: [avatar, robot_sim]
+questions:
+  nat: {type: likert, prompt: "Natural?"}
+  pair: {type: pairwise, prompt: "Which?", allow_tie: true}
+  mush: {type: slider, prompt: Rate, hidden_reference: gt, anchor: still}
+pages:
+  - {type: trials, question: nat, attention_checks: 2}
+  - {type: trials, question: pair, attention_checks: 0}
+  - {type: trials, question: mush, attention_checks: 0}
+  - {type: completion}
+"""
+UTTS = [f"u{i:02d}" for i in range(30)]  # 6 treatments and 15 pairs both divide 30
+
+
+def plans():
+    spec = parse_spec(SPEC)
+    n = cell_count(spec)
+    out = []
+    for cell in range(n):
+        out.append(plan_trials(spec, utterances=UTTS, training_utterances=[], cell=cell, seed=cell * 7 + 1,
+                               attention_stimuli=[("att1", "attention-check", "avatar"), ("att2", "attention-check", "avatar")]))
+    return spec, out
+
+
+def test_cell_count_is_lcm_of_pages():
+    spec = parse_spec(SPEC)
+    # likert: 6 treatments; pairwise: 2 * C(6,2) = 30; slider: 6 -> lcm 30
+    assert cell_count(spec) == 30
+
+
+def test_each_participant_sees_each_utterance_once_and_each_treatment_equally_often():
+    _, all_plans = plans()
+    for plan in all_plans:
+        likert = [t for t in plan if t.page_index == 0 and t.kind == "rated"]
+        assert sorted(t.slots[0].utterance for t in likert) == UTTS
+        per_treatment = Counter((t.slots[0].condition, t.slots[0].embodiment) for t in likert)
+        assert len(per_treatment) == 6 and set(per_treatment.values()) == {5}
+
+
+def test_over_all_cells_every_utterance_meets_every_treatment_equally():
+    _, all_plans = plans()
+    cells = Counter()
+    for plan in all_plans:
+        for t in plan:
+            if t.page_index == 0 and t.kind == "rated":
+                s = t.slots[0]
+                cells[(s.utterance, s.condition, s.embodiment)] += 1
+    assert len(cells) == 30 * 6 and set(cells.values()) == {30 // 6}
+
+
+def test_pairwise_pairs_balanced_and_left_right_counterbalanced():
+    _, all_plans = plans()
+    sides = Counter()
+    pairs = Counter()
+    for plan in all_plans:
+        for t in plan:
+            if t.page_index == 1:
+                a, b = (s.condition + "/" + s.embodiment for s in t.slots)
+                sides[(a, b)] += 1
+                pairs[frozenset((a, b))] += 1
+                assert t.slots[0].utterance == t.slots[1].utterance
+    assert len(pairs) == 15 and len(set(pairs.values())) == 1
+    for (a, b), n in sides.items():
+        assert sides[(b, a)] == n  # each order as often as the other
+
+
+def test_slider_positions_rotate_so_each_treatment_takes_each_position_equally():
+    _, all_plans = plans()
+    positions = Counter()
+    for plan in all_plans:
+        for t in plan:
+            if t.page_index == 2:
+                assert len(t.slots) == 6
+                for pos, s in enumerate(t.slots):
+                    positions[(s.condition, s.embodiment, pos)] += 1
+                roles = {s.condition: s.role for s in t.slots}
+                assert roles["gt"] == "hidden_reference" and roles["still"] == "anchor" and roles["rnd"] == "test"
+    assert len(positions) == 36 and len(set(positions.values())) == 1
+
+
+def test_attention_checks_are_inserted_never_first_and_distinct():
+    _, all_plans = plans()
+    for plan in all_plans:
+        page = [t for t in plan if t.page_index == 0]
+        checks = [i for i, t in enumerate(page) if t.kind == "attention"]
+        assert len(checks) == 2 and 0 not in checks
+        assert len({page[i].slots[0].utterance for i in checks}) == 2
+
+
+def test_order_differs_between_participants():
+    _, all_plans = plans()
+    orders = {tuple(t.slots[0].utterance for t in plan if t.page_index == 0) for plan in all_plans}
+    assert len(orders) > 20
+
+
+def test_balance_problems_explain_the_fix():
+    spec = parse_spec(SPEC)
+    problems = check_balance(spec, 31)
+    assert any("multiple of the 6" in p for p in problems)
+    assert any("15 pairs" in p for p in problems)
+    assert check_balance(spec, 30) == []

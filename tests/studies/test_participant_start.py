@@ -1,0 +1,107 @@
+"""Starting sessions: balanced cells, quotas that count valid completions only, abandoned slots reclaimed,
+returning participants resumed, nobody taking the study twice, previews and pilots kept out of the data."""
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from studies import design, services
+from studies.demo import demo_spec_text
+from studies.models import Exclusion, Participant, Study
+
+
+def with_quota(study, quota, abandon_minutes=45):
+    text = demo_spec_text(quick=True).replace("quota: 24", f"quota: {quota}").replace(
+        "recruitment:\n", f"recruitment:\n  abandon_after_minutes: {abandon_minutes}\n")
+    services.study_load(text=text)
+    return Study.objects.get(pk=study.pk)
+
+
+def start(study, source="direct", external_id=None):
+    return services.participant_start(study=study, source=source, external_id=external_id)[0]
+
+
+def test_cells_fill_evenly(demo_study):
+    n_cells = design.cell_count(demo_study.current_version.spec)
+    cells = [start(demo_study).cell for _ in range(2 * n_cells)]
+    assert sorted(cells) == sorted(list(range(n_cells)) * 2)
+
+
+def test_quota_counts_only_valid_completions_and_refills_after_exclusions(demo_study, driver):
+    study = with_quota(demo_study, 1)
+    driver.start()
+    driver.complete()
+    done = driver.participant
+    assert done.status == "completed"
+    with pytest.raises(services.StudyUnavailable) as info:
+        start(study)
+    assert info.value.code == "full"
+    services.exclusion_add(participant=done, rule="manual", reason="fell asleep (experimenter's note)")
+    assert start(study).status == "active"  # the excluded completion no longer fills the quota
+
+
+def test_active_sessions_claim_cells_and_abandoned_ones_are_reclaimed(demo_study):
+    study = with_quota(demo_study, 6, abandon_minutes=30)
+    n_cells = design.cell_count(study.current_version.spec)
+    first = [start(study) for _ in range(n_cells)]
+    Participant.objects.filter(pk=first[0].pk).update(last_seen_at=timezone.now() - timedelta(minutes=31))
+    newcomer = start(study)
+    assert Participant.objects.get(pk=first[0].pk).status == "abandoned"
+    assert newcomer.cell == first[0].cell  # the freed cell is the least filled one
+
+
+def test_a_returning_browser_resumes_its_session(demo_study):
+    browser = Client()
+    entry = reverse("entry", args=[demo_study.public_token])
+    browser.get(entry)
+    pid = browser.session["participant_sessions"][demo_study.public_token]
+    browser.get(entry)
+    assert browser.session["participant_sessions"][demo_study.public_token] == pid
+    assert Participant.objects.filter(study=demo_study).count() == 1
+
+
+def test_the_same_worker_cannot_take_the_study_twice(demo_study, driver):
+    first, resumed = services.participant_start(study=demo_study, source="mturk", external_id="A1WORKER")
+    again, resumed_again = services.participant_start(study=demo_study, source="mturk", external_id="A1WORKER")
+    assert again.pk == first.pk and resumed_again
+    Participant.objects.filter(pk=first.pk).update(status="completed")
+    with pytest.raises(services.StudyUnavailable) as info:
+        services.participant_start(study=demo_study, source="mturk", external_id="A1WORKER")
+    assert info.value.code == "duplicate"
+    assert Participant.objects.filter(study=demo_study).count() == 1
+    row = Participant.objects.get(pk=first.pk)
+    assert "A1WORKER" not in str(row.__dict__) and len(row.external_id_hash) == 64
+
+
+def test_a_closed_study_admits_nobody_but_previews(demo_study):
+    services.study_set_status(study=demo_study, status="closed")
+    with pytest.raises(services.StudyUnavailable):
+        start(demo_study)
+    r = Client().get(reverse("entry", args=[demo_study.public_token]))
+    assert r.status_code == 403 and b"not open" in r.content
+    assert start(demo_study, source="preview").source == "preview"
+
+
+def test_previews_and_pilots_neither_claim_cells_nor_fill_the_quota(demo_study):
+    study = with_quota(demo_study, 1)
+    pilot = start(study, source="pilot")
+    Participant.objects.filter(pk=pilot.pk).update(status="completed", completed_at=timezone.now())
+    real = start(study)
+    assert real.status == "active"  # the completed pilot did not fill the quota of 1
+
+
+def test_pilot_link_needs_the_key(demo_study):
+    browser = Client()
+    entry = reverse("entry", args=[demo_study.public_token])
+    browser.get(entry + "?mode=pilot&key=wrong")
+    assert Participant.objects.get(study=demo_study).source == "direct"
+    other = Client()
+    other.get(entry + f"?mode=pilot&key={services.pilot_key(demo_study)}")
+    assert Participant.objects.filter(study=demo_study, source="pilot").count() == 1
+
+
+def test_unknown_study_token_is_a_plain_404(db):
+    r = Client().get("/s/not-a-token/")
+    assert r.status_code == 404

@@ -1,0 +1,159 @@
+"""Saving a trial's answers: idempotent, validated, and refused (with nothing changed) for every kind of
+bad submission: off the scale, before the video ended, another participant's trial, replays with a new
+id, incomplete answers, out of order, malformed JSON, missing CSRF."""
+import json
+import uuid
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from studies.models import Response, Trial, WatchRecord
+
+
+def to_first_trial(driver):
+    driver.start()
+    driver.submit_page({"agree": "yes"})  # consent
+    driver.submit_page({})  # instructions
+    from studies import selectors
+
+    digits = selectors.av_check_stimulus(driver.participant.version.spec).expected_answer["digits"]
+    driver.submit_page({"digits": digits})
+    driver.page()
+    return driver.current_trial()
+
+
+def test_answer_is_saved_once_and_a_retry_with_the_same_id_is_accepted_without_a_duplicate(driver):
+    trial = to_first_trial(driver)
+    driver.watch_all(trial)
+    sid = str(uuid.uuid4())
+    first = driver.answer(trial, submission_id=sid)
+    assert first.status_code == 201 and first.json()["saved"] is True
+    n = Response.objects.filter(trial=trial).count()
+    assert n == len(driver.answers_for(trial))
+    again = driver.answer(trial, submission_id=sid)
+    assert again.status_code == 200 and again.json()["saved"] is False
+    assert Response.objects.filter(trial=trial).count() == n
+
+
+def test_a_second_submission_with_another_id_is_refused(driver):
+    trial = to_first_trial(driver)
+    driver.watch_all(trial)
+    assert driver.answer(trial).status_code == 201
+    before = list(Response.objects.filter(trial=trial).values_list("value", flat=True))
+    other = driver.answer(trial, answers=driver.answers_for(trial, value=7))
+    assert other.status_code == 409 and other.json()["error"] == "answered"
+    assert list(Response.objects.filter(trial=trial).values_list("value", flat=True)) == before
+
+
+def test_answer_before_the_video_ended_is_refused(driver):
+    trial = to_first_trial(driver)
+    r = driver.answer(trial)
+    assert r.status_code == 409 and r.json()["error"] == "not_watched"
+    assert not Response.objects.filter(trial=trial).exists()
+    assert Trial.objects.get(pk=trial.pk).answered_at is None
+
+
+def test_ended_report_sooner_than_the_clip_could_play_is_refused(driver):
+    trial = to_first_trial(driver)
+    driver.page()  # shown just now
+    slot = trial.slots.first()
+    r = driver.post_json("watch", {"trial": trial.public_id, "slot": slot.slot, "ended": True, "watched_fraction": 1.0})
+    assert r.status_code == 409 and r.json()["error"] == "too_early"
+    assert not WatchRecord.objects.filter(trial_stimulus=slot, ended=True).exists()
+
+
+@pytest.mark.parametrize("value", [0, 8, 3.5, "4", None, True])
+def test_value_off_the_likert_scale_is_refused(driver, value):
+    trial = to_first_trial(driver)
+    driver.watch_all(trial)
+    answers = driver.answers_for(trial)
+    answers[0]["value"] = value
+    r = driver.answer(trial, answers=answers)
+    assert r.status_code == 400 and r.json()["error"] in ("off_scale", "invalid")
+    assert not Response.objects.filter(trial=trial).exists()
+
+
+def test_incomplete_or_duplicated_items_are_refused(driver):
+    trial = to_first_trial(driver)
+    driver.watch_all(trial)
+    answers = driver.answers_for(trial)
+    assert driver.answer(trial, answers=answers[:1]).status_code == 400
+    assert driver.answer(trial, answers=answers + answers[:1]).status_code == 400
+    bad_item = [dict(a, item="middle") for a in answers]
+    assert driver.answer(trial, answers=bad_item).status_code == 400
+    assert not Response.objects.filter(trial=trial).exists()
+
+
+def test_nobody_can_answer_another_participants_trial(driver, demo_study):
+    trial = to_first_trial(driver)
+    driver.watch_all(trial)
+    intruder = Client()
+    intruder.get(reverse("entry", args=[demo_study.public_token]))
+    r = intruder.post(reverse("answer", args=[demo_study.public_token]), {
+        "trial": trial.public_id, "submission_id": str(uuid.uuid4()), "answers": driver.answers_for(trial), "answer_ms": 2000,
+    }, content_type="application/json")
+    assert r.status_code == 404
+    r = intruder.post(reverse("watch", args=[demo_study.public_token]),
+                      {"trial": trial.public_id, "slot": 0, "ended": True, "watched_fraction": 1.0},
+                      content_type="application/json")
+    assert r.status_code == 404
+    assert not Response.objects.filter(trial=trial).exists()
+
+
+def test_without_a_session_the_api_says_so(demo_study):
+    r = Client().post(reverse("answer", args=[demo_study.public_token]), {"trial": "x"}, content_type="application/json")
+    assert r.status_code == 403 and r.json()["error"] == "no_session"
+
+
+def test_trials_must_be_answered_in_order(driver):
+    first = to_first_trial(driver)
+    later = Trial.objects.filter(participant=driver.participant, page_index=first.page_index + 1).order_by("position").first()
+    if later is None:
+        later = Trial.objects.filter(participant=driver.participant, position__gt=first.position).order_by("position").first()
+    driver.watch_all(first)
+    Trial.objects.filter(pk=later.pk).update(first_shown_at=first.first_shown_at)
+    r = driver.answer(later, answers=driver.answers_for(later))
+    assert r.status_code in (409,)  # not yet shown / not on the current page / out of order
+    assert not Response.objects.filter(trial=later).exists()
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"{not json", "application/json"),
+    (b"[1, 2]", "application/json"),
+    (b"trial=x", "application/x-www-form-urlencoded"),
+])
+def test_malformed_bodies_get_a_clear_400(driver, body, content_type):
+    to_first_trial(driver)
+    r = driver.client.post(reverse("answer", args=[driver.study.public_token]), body, content_type=content_type)
+    assert r.status_code == 400 and r.json()["message"]
+
+
+def test_missing_csrf_token_is_refused_and_changes_nothing(demo_study):
+    browser = Client(enforce_csrf_checks=True)
+    browser.get(reverse("entry", args=[demo_study.public_token]))
+    r = browser.post(reverse("page_post", args=[demo_study.public_token, 0]), {"agree": "yes"})
+    assert r.status_code == 403
+    from studies.models import Participant
+
+    assert Participant.objects.get(study=demo_study).page_index == 0
+    r = browser.post(reverse("answer", args=[demo_study.public_token]), json.dumps({}), content_type="application/json")
+    assert r.status_code == 403
+
+
+def test_watch_report_validates_its_numbers(driver):
+    trial = to_first_trial(driver)
+    for bad in ({"watched_fraction": 1.5}, {"seeks": -1}, {"pauses": "3"}, {"ended": "yes"}):
+        r = driver.post_json("watch", {"trial": trial.public_id, "slot": 0, **bad})
+        assert r.status_code == 400, bad
+    r = driver.post_json("watch", {"trial": trial.public_id, "slot": 9, "watched_fraction": 0.5})
+    assert r.status_code == 404
+
+
+def test_counters_never_go_down(driver):
+    trial = to_first_trial(driver)
+    driver.page()
+    driver.post_json("watch", {"trial": trial.public_id, "slot": 0, "seeks": 3, "pauses": 2, "watched_fraction": 0.5})
+    driver.post_json("watch", {"trial": trial.public_id, "slot": 0, "seeks": 1, "pauses": 0, "watched_fraction": 0.2})
+    w = WatchRecord.objects.get(trial_stimulus__trial=trial, trial_stimulus__slot=0)
+    assert (w.seeks, w.pauses, w.watched_fraction) == (3, 2, 0.5)
