@@ -9,7 +9,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--version", type=int, help="a version number (default: the latest)")
+        parser.add_argument("--study-version", dest="study_version", type=int, help="a version number (default: the latest)")
         parser.add_argument("--output", "-o", help="write to this file instead of standard output")
 
     def handle(self, *args, **opts):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         if study is None:
             raise CommandError(f"no study {opts['slug']!r}; `manage.py load_study FILE` creates one")
         versions = study.versions.order_by("-number")
-        version = versions.filter(number=opts["version"]).first() if opts["version"] else versions.first()
+        version = versions.filter(number=opts["study_version"]).first() if opts["study_version"] else versions.first()
         if version is None:
             raise CommandError(f"study {study.slug} has no version {opts['version']}")
         if opts["output"]:

@@ -1,6 +1,6 @@
 """`manage.py export_responses SLUG` — the tidy long CSV: one row per rating."""
+import io
 import os
-import sys
 import tempfile
 
 from django.core.management.base import BaseCommand, CommandError
@@ -23,7 +23,9 @@ class Command(BaseCommand):
         if study is None:
             raise CommandError(f"no study {opts['slug']!r}")
         if not opts["output"]:
-            n = write_responses_csv(study, sys.stdout, include_pilot=opts["include_pilot"])
+            buffer = io.StringIO()
+            n = write_responses_csv(study, buffer, include_pilot=opts["include_pilot"])
+            self.stdout.write(buffer.getvalue(), ending="")
             self.stderr.write(f"{n} rows")
             return
         directory = os.path.dirname(os.path.abspath(opts["output"]))

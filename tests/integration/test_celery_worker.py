@@ -1,0 +1,81 @@
+"""A real Celery worker process, consuming the `render` queue from Redis and writing to the test
+database (PostgreSQL), makes a stimulus that did not exist; the stimulus passes the ffprobe checks."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from evalsite.celery import app
+from studies import tasks
+from studies.demo import demo_corpus_build
+from studies.models import Condition, Stimulus, Utterance
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+pytestmark = [pytest.mark.pg_only, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis_broker():
+    url = REDIS_URL.rsplit("/", 1)[0] + "/9"  # a database of its own, emptied before and after
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not reachable at {url}; the test command starts it (scripts/quickstart.sh test)")
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def worker(redis_broker):
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker shares the test database, which needs PostgreSQL")
+    db = connection.settings_dict
+    env = dict(
+        os.environ,
+        CELERY_BROKER_URL=redis_broker,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", "render", "--pool", "solo",
+         "--loglevel", "INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_a_worker_process_renders_a_queued_stimulus(worker, redis_broker):
+    demo_corpus_build(quick=True)
+    shifted, _ = Condition.objects.get_or_create(name="lipsync-shift-300ms", defaults={"kind": "time_shift", "params": {"ms": 300}})
+    utt = Utterance.objects.get(corpus__name="demo-quick", name="utt01")
+    assert not Stimulus.objects.filter(condition=shifted).exists()
+    with app.connection_for_write(redis_broker) as conn:
+        result = tasks.render_placeholder_stimulus.apply_async(args=(utt.pk, shifted.pk, "avatar", 7), connection=conn)
+    assert result.id
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not Stimulus.objects.filter(condition=shifted).exists():
+        assert worker.poll() is None, worker.stdout.read()
+        time.sleep(0.5)
+    stimulus = Stimulus.objects.get(condition=shifted)
+    assert stimulus.recipe["shift_frames"] == round(0.3 * 25) and stimulus.is_placeholder
+    from render.checks import check_stimulus
+
+    facts = check_stimulus(Path(settings.MEDIA_ROOT) / stimulus.file)
+    assert facts.sha256 == stimulus.sha256
+    # The task was routed to the render queue and acknowledged only after it finished (acks_late).
+    assert app.amqp.router.route({}, tasks.render_placeholder_stimulus.name)["queue"].name == "render"
+    assert tasks.render_placeholder_stimulus.acks_late is True

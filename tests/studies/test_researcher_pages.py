@@ -1,0 +1,70 @@
+"""Researcher pages: login required, per-study visibility, the dashboard's figures, preview without
+polluting the data, CSV download, opening and closing a study."""
+from django.urls import reverse
+
+from studies.models import Participant
+
+
+def test_pages_need_login(client, demo_study):
+    for url in (reverse("study_list"), reverse("study_dashboard", args=[demo_study.slug]),
+                reverse("study_export", args=[demo_study.slug])):
+        r = client.get(url)
+        assert r.status_code == 302 and "/admin/login/" in r["Location"]
+
+
+def test_a_researcher_sees_only_their_own_or_shared_studies(client, demo_study, django_user_model):
+    other = django_user_model.objects.create_user("other", password="pw-other-123")
+    client.force_login(other)
+    assert client.get(reverse("study_dashboard", args=[demo_study.slug])).status_code == 404
+    demo_study.collaborators.add(other)
+    assert client.get(reverse("study_dashboard", args=[demo_study.slug])).status_code == 200
+
+
+def test_dashboard_counts_completions_exclusions_time_and_pay(driver, admin_client, demo_study):
+    driver.start()
+    driver.complete()
+    second = type(driver)(type(driver.client)(), demo_study)
+    second.start()
+    second.complete(attention_value=5)
+    r = admin_client.get(reverse("study_dashboard", args=[demo_study.slug]))
+    ctx = r.context
+    assert ctx["valid_completions"] == 1 and ctx["excluded_participants"] == 1
+    assert dict(ctx["exclusions"]) == {"attention_check": 1}
+    rows = {(row["condition"], row["embodiment"]): row for row in ctx["per_condition"]}
+    assert set(rows) == {("ground_truth", "avatar"), ("random_alignment", "avatar"), ("still", "avatar")}
+    # quick demo: 3 likert trials (one per condition) + 3 slider trials (all 3) + 3 pairs (2 each) per person
+    assert rows[("ground_truth", "avatar")]["valid"] == 1 + 3 + 2
+    assert rows[("ground_truth", "avatar")]["all"] == 2 * (1 + 3 + 2)
+    minutes = sorted((p.completed_at - p.started_at).total_seconds() / 60 for p in Participant.objects.filter(study=demo_study))
+    assert abs(ctx["median_minutes"] - (minutes[0] + minutes[1]) / 2) < 1e-9
+    assert abs(ctx["hourly_usd"] - 2.0 / (ctx["median_minutes"] / 60)) < 1e-9
+    assert b"Placeholder clips" in r.content
+
+
+def test_preview_runs_as_a_participant_but_counts_nowhere(admin_client, demo_study):
+    r = admin_client.post(reverse("study_preview", args=[demo_study.slug]))
+    assert r.status_code == 302 and r["Location"] == reverse("take", args=[demo_study.public_token])
+    assert admin_client.get(r["Location"]).status_code == 200
+    p = Participant.objects.get(study=demo_study)
+    assert p.source == "preview"
+    ctx = admin_client.get(reverse("study_dashboard", args=[demo_study.slug])).context
+    assert ctx["started"] == 0 and ctx["pilot_sessions"] == 1
+
+
+def test_close_and_reopen(admin_client, demo_study):
+    admin_client.post(reverse("study_status", args=[demo_study.slug]), {"status": "closed"})
+    demo_study.refresh_from_db()
+    assert demo_study.status == "closed"
+    admin_client.post(reverse("study_status", args=[demo_study.slug]), {"status": "live"})
+    demo_study.refresh_from_db()
+    assert demo_study.status == "live"
+
+
+def test_admin_lists_every_model(admin_client, demo_study):
+    for name in ("corpus", "utterance", "condition", "stimulus", "study", "studyversion", "participant",
+                 "trial", "response", "exclusion"):
+        assert admin_client.get(reverse(f"admin:studies_{name}_changelist")).status_code == 200, name
+
+
+def test_health(client, db):
+    assert client.get("/healthz").json() == {"ok": True}
