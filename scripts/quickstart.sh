@@ -34,11 +34,11 @@ setup_python() {
   if ! python3 -c "import venv, ensurepip" 2>/dev/null; then apt_install python3-venv python3-dev; fi
   [ -x "$PY" ] || { say "creating the virtual environment (.venv)"; python3 -m venv "$VENV"; }
   # The stamp names everything that decides the environment's contents; same stamp = nothing to do.
-  local stamp; stamp=$(cat requirements.txt scripts/quickstart.sh | sha256sum | cut -c1-16)
+  local stamp; stamp=$(cat requirements.txt constraints.txt scripts/quickstart.sh | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "installing Python packages (pinned in requirements.txt)"
     "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
-    "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
+    "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
     # pyrender pins PyOpenGL 3.1.0, which breaks OSMesa: override it without touching other packages.
     "$PY" -m pip install -q --disable-pip-version-check --no-deps PyOpenGL==3.1.10
     say "warming librosa's numba cache (once)"
