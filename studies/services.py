@@ -388,6 +388,7 @@ def _advance(participant: Participant) -> None:
 
 def page_submit(*, participant: Participant, page_index: int, data: dict) -> Participant:
     """Submit a non-trial page (consent, instructions, A/V check, demographics)."""
+    failed_attempt = None
     with transaction.atomic():
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
         if participant.status != Participant.Status.ACTIVE:
@@ -420,15 +421,21 @@ def page_submit(*, participant: Participant, page_index: int, data: dict) -> Par
                     participant.save()
                     return participant
                 participant.save(update_fields=["page_data"])
-                raise ServiceError("Those digits do not match. Check that your sound is on and try again.",
-                                   code="av_check_failed")
-            participant.page_data["av_check_passed_at"] = now
+                # Raised after the transaction commits, so the attempt is counted.
+                failed_attempt = ServiceError(
+                    "Those digits do not match. Check that your sound is on and try again.", code="av_check_failed"
+                )
+            else:
+                participant.page_data["av_check_passed_at"] = now
         elif kind == "demographics":
             participant.demographics = _clean_demographics(page, data)
-        participant.page_data[f"page_{page_index}_done_at"] = now
-        _touch(participant)
-        _advance(participant)
-        participant.save()
+        if failed_attempt is None:
+            participant.page_data[f"page_{page_index}_done_at"] = now
+            _touch(participant)
+            _advance(participant)
+            participant.save()
+    if failed_attempt is not None:
+        raise failed_attempt
     return participant
 
 
@@ -693,3 +700,34 @@ def exclusion_add(*, participant: Participant, rule: str, reason: str) -> Exclus
         raise ServiceError("An exclusion needs a rule name and a reason.")
     exclusion, _ = Exclusion.objects.get_or_create(participant=participant, rule=rule, defaults={"reason": reason})
     return exclusion
+
+
+# --- recruiting
+@transaction.atomic
+def study_recruiting_set(*, study: Study, keys: tuple[str, ...], value) -> dict:
+    """Set `study.recruiting[k1][k2]...[kn] = value`, creating the mappings on the way.
+
+    The row is locked so that two commands (say a publish and a bonus) cannot lose each other's writes.
+    Returns the stored mapping and refreshes `study.recruiting`.
+    """
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    node = locked.recruiting
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    locked.save(update_fields=["recruiting"])
+    study.recruiting = locked.recruiting
+    return locked.recruiting
+
+
+@transaction.atomic
+def study_recruiting_append(*, study: Study, keys: tuple[str, ...], items: list) -> dict:
+    """Append `items` to the list at `study.recruiting[k1]...[kn]` (created empty when missing)."""
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    node = locked.recruiting
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node.setdefault(keys[-1], []).extend(items)
+    locked.save(update_fields=["recruiting"])
+    study.recruiting = locked.recruiting
+    return locked.recruiting

@@ -1,0 +1,97 @@
+"""Participant pages beyond trials: lab links, the A/V check screening out, demographics validation,
+resuming mid-study, and no stack trace ever — whatever breaks, the participant sees a friendly page."""
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from studies import selectors
+from studies.models import Participant
+
+
+def test_lab_link_starts_a_lab_session_and_a_seat_code_cannot_be_reused(demo_study):
+    browser = Client()
+    r = browser.get(reverse("lab_entry", args=[demo_study.lab_token]) + "?id=room2-p07")
+    assert r.status_code == 302
+    p = Participant.objects.get(study=demo_study)
+    assert p.source == "lab" and p.external_id_hash and "room2" not in p.external_id_hash
+    Participant.objects.filter(pk=p.pk).update(status="completed")
+    again = Client().get(reverse("lab_entry", args=[demo_study.lab_token]) + "?id=room2-p07")
+    assert again.status_code == 403 and b"already taken part" in again.content
+
+
+def test_wrong_digits_twice_screen_the_participant_out(driver):
+    driver.start()
+    driver.submit_page({"agree": "yes"})
+    driver.submit_page({})
+    driver.submit_page({"digits": "000"})
+    page = driver.page()
+    assert b"do not match" in page.content
+    assert driver.participant.status == "active"
+    driver.submit_page({"digits": "000"})
+    assert driver.participant.status == "screened_out"
+    assert b"could not continue" in driver.page().content or b"cannot continue" in driver.page().content
+
+
+def test_consent_is_required(driver):
+    driver.start()
+    driver.submit_page({})
+    assert driver.participant.page_index == 0
+    assert b"agree" in driver.page().content
+
+
+def test_demographics_reject_an_impossible_age_and_keep_the_page(driver):
+    driver.start()
+    p = driver.participant
+    pages = p.version.spec["pages"]
+    demo_index = [i for i, page in enumerate(pages) if page["type"] == "demographics"][0]
+    Participant.objects.filter(pk=p.pk).update(page_index=demo_index)
+    driver.submit_page({"age": "7"})
+    assert driver.participant.page_index == demo_index
+    driver.submit_page({"age": "34", "gender": "Woman"})
+    assert driver.participant.demographics == {"age": 34, "gender": "Woman"}
+
+
+def test_a_double_submitted_form_is_harmless(driver):
+    driver.start()
+    driver.submit_page({"agree": "yes"})
+    r = driver.client.post(reverse("page_post", args=[driver.study.public_token, 0]), {"agree": "yes"})
+    assert r.status_code == 302 and driver.participant.page_index == 1
+
+
+def test_reload_mid_trial_shows_the_same_trial(driver):
+    driver.start()
+    driver.submit_page({"agree": "yes"})
+    driver.submit_page({})
+    digits = selectors.av_check_stimulus(driver.participant.version.spec).expected_answer["digits"]
+    driver.submit_page({"digits": digits})
+    first = driver.page()
+    second = driver.page()
+    trial = driver.current_trial()
+    assert trial.public_id.encode() in first.content and trial.public_id.encode() in second.content
+
+
+def test_an_unexpected_error_shows_a_friendly_page_not_a_trace(driver, monkeypatch, settings):
+    settings.DEBUG = True  # even in development
+    driver.start()
+
+    def boom(participant):
+        raise RuntimeError("secret internals: ground_truth utt01")
+
+    monkeypatch.setattr(selectors, "progress", boom)
+    client = driver.client
+    client.raise_request_exception = False
+    r = client.get(reverse("take", args=[driver.study.public_token]))
+    assert r.status_code == 500
+    assert b"Something went wrong" in r.content
+    assert b"Traceback" not in r.content and b"secret internals" not in r.content
+
+
+def test_an_unexpected_api_error_is_json_without_a_trace(driver, monkeypatch):
+    driver.start()
+    from studies import services
+
+    monkeypatch.setattr(services, "watch_record", lambda **kw: 1 / 0)
+    driver.client.raise_request_exception = False
+    r = driver.post_json("watch", {"trial": "x", "slot": 0})
+    assert r.status_code == 500 and r.json()["error"] == "server_error"
+    assert b"ZeroDivision" not in r.content
