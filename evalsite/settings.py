@@ -126,7 +126,15 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
+# Who may frame participant pages: MTurk shows ExternalQuestion HITs in an iframe.
+PARTICIPANT_FRAME_ANCESTORS = ["'self'"] + _env_list(
+    "PARTICIPANT_FRAME_ANCESTORS", "https://worker.mturk.com,https://workersandbox.mturk.com"
+)
+
 if PRODUCTION:
+    # Cookies must reach the site inside MTurk's (cross-site) frame; HTTPS-only, as SameSite=None requires.
+    SESSION_COOKIE_SAMESITE = "None"
+    CSRF_COOKIE_SAMESITE = "None"
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True

@@ -1,6 +1,9 @@
-"""A participant never sees a stack trace: any unexpected error on a participant URL becomes a friendly
-page (or a JSON error for the API), whatever DEBUG says. The error is still logged in full."""
+"""Participant URLs: a participant never sees a stack trace (any unexpected error becomes a friendly page
+or a JSON error, whatever DEBUG says; the error is still logged in full), and the pages may be shown
+inside the recruiting services' frames (MTurk's ExternalQuestion) and nowhere else."""
 import logging
+
+from django.conf import settings
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, JsonResponse
@@ -15,7 +18,11 @@ class ParticipantErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        return self.get_response(request)
+        response = self.get_response(request)
+        if request.path.startswith(PARTICIPANT_PREFIXES):
+            response.xframe_options_exempt = True  # replaced by the narrower CSP frame-ancestors below
+            response["Content-Security-Policy"] = "frame-ancestors " + " ".join(settings.PARTICIPANT_FRAME_ANCESTORS)
+        return response
 
     def process_exception(self, request, exception):
         if not request.path.startswith(PARTICIPANT_PREFIXES):

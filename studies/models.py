@@ -12,6 +12,14 @@ from django.db import models
 from django.utils import timezone
 
 
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: codes are typed by people
+
+
+def new_completion_code() -> str:
+    """A completion code a participant can copy or type: 8 upper-case letters and digits (Prolific-safe)."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+
+
 def new_public_token() -> str:
     """An opaque, unguessable token (128 bits, URL-safe) used in participant-facing URLs and file names."""
     return secrets.token_urlsafe(16)
@@ -128,8 +136,8 @@ class Study(models.Model):
     # Opaque public handle for participant URLs (the slug may carry meaning a participant must not see).
     public_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
     lab_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
-    completion_code = models.CharField(max_length=32, default=new_public_token)
-    screened_out_code = models.CharField(max_length=32, default=new_public_token)
+    completion_code = models.CharField(max_length=32, default=new_completion_code)
+    screened_out_code = models.CharField(max_length=32, default=new_completion_code)
     # What the recruiting services know of this study: MTurk HIT ids, qualification type id, ...
     recruiting = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -36,6 +36,7 @@ from .models import (
     TrialStimulus,
     Utterance,
     WatchRecord,
+    new_completion_code,
 )
 from .spec import SpecError, SpecProblem, parse_spec, treatments
 
@@ -312,6 +313,11 @@ def participant_start(
             earlier = Participant.objects.filter(study=study, external_id_hash=id_hash).first()
             if earlier is not None:
                 if earlier.status == Participant.Status.ACTIVE:
+                    if external_session and external_session != earlier.external_session:
+                        # e.g. an MTurk worker who returned the HIT and accepted another assignment:
+                        # the completion form must post the assignment they hold now.
+                        earlier.external_session = external_session
+                        earlier.save(update_fields=["external_session"])
                     return earlier, True
                 raise StudyUnavailable("You have already taken part in this study; thank you.", code="duplicate")
         version = study.current_version
@@ -628,7 +634,7 @@ def _finish(participant: Participant) -> None:
     if participant.source == Participant.Source.PROLIFIC:
         participant.completion_code = participant.study.completion_code
     else:
-        participant.completion_code = secrets.token_hex(5).upper()
+        participant.completion_code = new_completion_code()
     participant.save()
     quality_evaluate(participant=participant)
 

@@ -3,6 +3,7 @@ watch reports and answers. Nothing here names a condition, model or utterance; e
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -11,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import selectors, services
+from ..recruiting import prolific
 from ..models import Participant, Study
 
 SESSION_KEY = "participant_sessions"  # {study public token: participant public id}
@@ -71,7 +73,10 @@ def entry(request, study_token: str):
     except services.StudyUnavailable as exc:
         return _message(request, "Thank you for your interest", exc.message, status=200 if exc.code == "full" else 403)
     _remember(request, study, participant)
-    return HttpResponseRedirect(reverse("take", args=[study_token]))
+    take_url = reverse("take", args=[study_token])
+    if request.GET:
+        take_url += "?" + urlencode({"e": request.GET.urlencode()})
+    return HttpResponseRedirect(take_url)
 
 
 @never_cache
@@ -97,11 +102,12 @@ def _require_participant(request, study_token: str):
     return study, participant
 
 
-def _completion_context(participant: Participant) -> dict:
+def _completion_context(participant: Participant, code: str) -> dict:
+    """The code to show and, for Prolific and MTurk, how to hand it back to the service."""
     facts = participant.external_session or {}
-    ctx = {"code": participant.completion_code}
+    ctx = {"code": code}
     if participant.source == Participant.Source.PROLIFIC:
-        ctx["redirect"] = f"https://app.prolific.com/submissions/complete?cc={participant.completion_code}"
+        ctx["redirect"] = prolific.completion_url(code)
     if participant.source == Participant.Source.MTURK and facts.get("submit_to"):
         ctx["mturk_submit"] = facts["submit_to"].rstrip("/") + "/mturk/externalSubmit"
         ctx["assignment_id"] = facts.get("assignment_id", "")
@@ -114,17 +120,24 @@ def take(request, study_token: str):
     try:
         study, participant = _require_participant(request, study_token)
     except Http404:
+        # Inside MTurk's frame some browsers refuse the session cookie: offer the study in a tab of its own,
+        # where it is first-party, with the same entry parameters.
+        entry_query = request.GET.get("e", "")
+        new_tab = reverse("entry", args=[study_token]) + ("?" + entry_query if entry_query else "")
         return _message(request, "Session not found",
-                        "We could not find your session in this browser. Please open the study link again.", status=404)
+                        "We could not find your session in this browser. If this page is shown inside another "
+                        "site, your browser may be blocking its cookies: open the study in a new tab.",
+                        status=404, new_tab=new_tab)
     progress_done, progress_total = selectors.progress(participant)
     ctx = {"study": study, "participant": participant, "progress_done": progress_done,
            "progress_total": progress_total, "progress_pct": round(100 * progress_done / max(progress_total, 1)),
            "study_token": study_token}
     if participant.status == Participant.Status.SCREENED_OUT:
-        code = study.screened_out_code if participant.source == Participant.Source.PROLIFIC else ""
-        redirect = f"https://app.prolific.com/submissions/complete?cc={code}" if code else ""
+        # Recruited participants are paid for the screening: they get the study's screened-out code.
+        recruited = participant.source in (Participant.Source.PROLIFIC, Participant.Source.MTURK)
+        ctx = _completion_context(participant, study.screened_out_code) if recruited else {}
         return _message(request, "Thank you", "Unfortunately your audio or video check did not succeed, so this "
-                        "study cannot continue. You will not be penalised.", code=code, redirect=redirect)
+                        "study cannot continue. You will not be penalised.", **ctx)
     if participant.status == Participant.Status.ABANDONED:
         return _message(request, "Session expired", "This session was inactive for too long and has ended.")
     page = selectors.current_page(participant)
@@ -132,7 +145,7 @@ def take(request, study_token: str):
     ctx["page_index"] = participant.page_index
     kind = page["type"]
     if kind == "completion":
-        ctx.update(_completion_context(participant))
+        ctx.update(_completion_context(participant, participant.completion_code))
         return render(request, "studies/participant/completion.html", ctx)
     if kind in ("training", "trials"):
         trial = selectors.current_trial(participant)

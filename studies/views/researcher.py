@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from .. import selectors, services
 from ..exports import write_responses_csv
+from ..recruiting import prolific
 from ..models import Study
 from .participant import _remember
 
@@ -47,8 +48,7 @@ def study_dashboard(request, slug):
     base = settings.PUBLIC_BASE_URL
     links = {
         "participant": base + reverse("entry", args=[study.public_token]),
-        "prolific": base + reverse("entry", args=[study.public_token])
-        + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+        "prolific": prolific.study_url(study),
         "lab": base + reverse("lab_entry", args=[study.lab_token]),
         "pilot": base + reverse("entry", args=[study.public_token]) + f"?mode=pilot&key={services.pilot_key(study)}",
     }

@@ -95,3 +95,49 @@ def test_an_unexpected_api_error_is_json_without_a_trace(driver, monkeypatch):
     r = driver.post_json("watch", {"trial": "x", "slot": 0})
     assert r.status_code == 500 and r.json()["error"] == "server_error"
     assert b"ZeroDivision" not in r.content
+
+
+def test_participant_pages_may_be_framed_by_mturk_only_and_researcher_pages_not_at_all(driver, admin_client):
+    driver.start()
+    r = driver.page()
+    assert "X-Frame-Options" not in r
+    assert r["Content-Security-Policy"] == "frame-ancestors 'self' https://worker.mturk.com https://workersandbox.mturk.com"
+    assert admin_client.get(reverse("study_list"))["X-Frame-Options"] == "DENY"
+
+
+def test_a_browser_that_drops_the_cookie_in_a_frame_is_offered_a_new_tab(demo_study):
+    query = "?assignmentId=A9&hitId=H9&workerId=W9&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
+    browser = Client()
+    r = browser.get(reverse("entry", args=[demo_study.public_token]) + query)
+    cookieless = Client()  # what a browser that refuses third-party cookies sends next: no session
+    page = cookieless.get(r["Location"])
+    assert page.status_code == 404 and b"Open the study in a new tab" in page.content
+    assert b"workerId=W9" in page.content and b"assignmentId=A9" in page.content
+    assert Participant.objects.filter(study=demo_study).count() == 1
+    cookieless.get(reverse("entry", args=[demo_study.public_token]) + query)
+    assert Participant.objects.filter(study=demo_study).count() == 1  # the same worker resumes
+
+
+def test_a_worker_resuming_under_a_new_assignment_submits_that_assignment(demo_study):
+    entry = reverse("entry", args=[demo_study.public_token])
+    Client().get(entry + "?assignmentId=OLD&hitId=H1&workerId=W1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com")
+    Client().get(entry + "?assignmentId=NEW&hitId=H2&workerId=W1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com")
+    p = Participant.objects.get(study=demo_study)
+    assert p.external_session["assignment_id"] == "NEW" and p.external_session["hit_id"] == "H2"
+
+
+def test_a_screened_out_mturk_worker_can_submit_the_hit_with_the_screened_out_code(demo_study):
+    from tests.conftest import ParticipantDriver
+
+    browser = Client()
+    browser.get(reverse("entry", args=[demo_study.public_token])
+                + "?assignmentId=A1&hitId=H1&workerId=W1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com")
+    d = ParticipantDriver(browser, demo_study)
+    d.submit_page({"agree": "yes"})
+    d.submit_page({})
+    d.submit_page({"digits": "000"})
+    d.submit_page({"digits": "000"})
+    page = d.page().content.decode()
+    assert d.participant.status == "screened_out"
+    assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in page
+    assert f'value="{demo_study.screened_out_code}"' in page and 'value="A1"' in page
