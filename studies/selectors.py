@@ -39,17 +39,18 @@ def progress(participant: Participant) -> tuple[int, int]:
     return min(done_pages + answered, total), total
 
 
-def participant_may_view(participant: Participant, stimulus_token: str) -> bool:
-    return TrialStimulus.objects.filter(trial__participant=participant, stimulus__token=stimulus_token).exists()
-
-
 def stimulus_for_participant(participant: Participant, stimulus_token: str):
+    """The stimulus behind a token if this participant may see it: one of their trials' videos, or the
+    study's audio/video check clip."""
     ts = (
         TrialStimulus.objects.select_related("stimulus")
         .filter(trial__participant=participant, stimulus__token=stimulus_token)
         .first()
     )
-    return ts.stimulus if ts else None
+    if ts is not None:
+        return ts.stimulus
+    av = av_check_stimulus(participant.version.spec)
+    return av if av is not None and av.token == stimulus_token else None
 
 
 def av_check_stimulus(spec: dict) -> Stimulus | None:
