@@ -46,3 +46,19 @@ def test_the_default_broker_is_embedded_and_needs_no_server():
     env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.stdout.split() == ["filesystem://", "True", "True", "['hardware',", "'inference',", "'render']"], r.stderr
+
+
+def test_a_real_worker_answers_over_the_embedded_broker(tmp_path):
+    """The single-machine default: no broker server, a worker process and a client share var/broker."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    env.update(EVALSITE_VAR_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", "render", "--pool", "solo",
+                               "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='evalsite.settings'; django.setup();"
+                "from studies.tasks import render_ping; print(render_ping.delay(41).get(timeout=60))")
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        assert r.stdout.strip() == "42", r.stderr[-2000:]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
