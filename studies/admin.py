@@ -53,6 +53,14 @@ class StudyVersionForm(forms.ModelForm):
         fields = ["spec_yaml"]
         widgets = {"spec_yaml": forms.Textarea(attrs={"rows": 40, "cols": 100, "style": "font-family: monospace"})}
 
+    def clean_spec_yaml(self):
+        text = self.cleaned_data["spec_yaml"]
+        try:
+            services.study_validate(text=text)
+        except SpecError as exc:
+            raise forms.ValidationError([str(p) for p in exc.problems]) from None
+        return text
+
 
 class StudyVersionInline(admin.TabularInline):
     model = StudyVersion
@@ -82,26 +90,12 @@ class StudyVersionAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        try:
-            version, created = services.study_load(text=form.cleaned_data["spec_yaml"], owner=request.user)
-        except SpecError as exc:
-            for problem in exc.problems:
-                messages.error(request, str(problem))
-            raise _AbortSave from None
-        obj.pk = version.pk
-        messages.info(request, f"Saved as {version}" if created else "No change: identical to the latest version.")
-
-    def changeform_view(self, request, *args, **kwargs):
-        try:
-            return super().changeform_view(request, *args, **kwargs)
-        except _AbortSave:
-            from django.http import HttpResponseRedirect
-
-            return HttpResponseRedirect(request.get_full_path())
-
-
-class _AbortSave(Exception):
-    pass
+        version, created = services.study_load(text=form.cleaned_data["spec_yaml"], owner=request.user)
+        # The admin logs and redirects with `obj`: make it the version the service stored (never an edit).
+        obj.__dict__.update({k: v for k, v in version.__dict__.items() if not k.startswith("_")})
+        obj._state.adding = False
+        if not created:
+            messages.info(request, "No change: identical to the latest version.")
 
 
 class ExclusionInline(admin.TabularInline):

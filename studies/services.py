@@ -221,15 +221,21 @@ def _attention_stimuli(spec: dict, corpus) -> list[tuple[str, str, str]]:
     )
 
 
+def study_validate(*, text: str) -> dict:
+    """The normalised spec, if the YAML is valid and the database holds all it needs; else SpecError."""
+    spec = parse_spec(text)
+    problems = _study_stimuli_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
 def study_load(*, text: str, owner=None) -> tuple[StudyVersion, bool]:
     """Validate a study YAML against the spec rules and the database; store it as the next version.
 
     Returns (version, created). Loading the same text again creates nothing. Raises SpecError.
     """
-    spec = parse_spec(text)
-    problems = _study_stimuli_problems(spec)
-    if problems:
-        raise SpecError(problems)
+    spec = study_validate(text=text)
     with transaction.atomic():
         study, _ = Study.objects.select_for_update().get_or_create(
             slug=spec["slug"], defaults={"title": spec["title"], "owner": owner}

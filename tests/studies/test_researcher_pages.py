@@ -68,3 +68,18 @@ def test_admin_lists_every_model(admin_client, demo_study):
 
 def test_health(client, db):
     assert client.get("/healthz").json() == {"ok": True}
+
+
+def test_editing_the_yaml_in_the_admin_makes_a_validated_new_version(admin_client, demo_study):
+    from studies.demo import demo_spec_text
+    from studies.models import StudyVersion
+
+    url = reverse("admin:studies_studyversion_add")
+    edited = demo_spec_text(quick=True).replace("quota: 24", "quota: 40")
+    r = admin_client.post(url, {"spec_yaml": edited})
+    assert r.status_code == 302
+    latest = StudyVersion.objects.filter(study=demo_study).order_by("-number").first()
+    assert latest.number == 2 and latest.spec["recruitment"]["quota"] == 40
+    r = admin_client.post(url, {"spec_yaml": edited.replace("points: 7", "points: 70")}, follow=True)
+    assert b"out of range" in r.content
+    assert StudyVersion.objects.filter(study=demo_study).count() == 2
