@@ -371,12 +371,13 @@ def _create_trials(participant: Participant, spec: dict) -> None:
         (s.utterance.name, s.condition.name, s.embodiment): s
         for s in Stimulus.objects.filter(utterance__corpus=corpus).select_related("utterance", "condition")
     }
+    trials = Trial.objects.bulk_create([
+        Trial(participant=participant, page_index=planned.page_index, position=position, kind=planned.kind,
+              question=planned.question)
+        for position, planned in enumerate(plan)
+    ])
     slots = []
-    for position, planned in enumerate(plan):
-        trial = Trial.objects.create(
-            participant=participant, page_index=planned.page_index, position=position,
-            kind=planned.kind, question=planned.question,
-        )
+    for trial, planned in zip(trials, plan):
         for slot_index, ps in enumerate(planned.slots):
             stimulus = lookup.get((ps.utterance, ps.condition, ps.embodiment))
             if stimulus is None:
