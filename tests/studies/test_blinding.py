@@ -17,6 +17,8 @@ def secret_words():
     words |= set(Utterance.objects.values_list("name", flat=True))
     words |= set(Utterance.objects.values_list("speaker", flat=True))
     words |= set(Corpus.objects.values_list("name", flat=True))
+    # Roles of a slider trial's videos would reveal the hidden reference and the anchor.
+    words |= {"hidden_reference", "hidden reference", "anchor", "data-role"}
     # "still" is also an ordinary English word; the condition is checked as a marked-up name instead.
     words.discard("still")
     return {w for w in words if w}
