@@ -1,0 +1,269 @@
+"""Rating throughput: N concurrent bot participants rate very short clips through gunicorn + PostgreSQL.
+
+It recreates its own database (`evalsite_bench`: dropped and made again), migrates, builds a corpus of
+one-word placeholder clips (~0.4-0.6 s, so the bench measures the server, not the watching) and a
+likert-only study, then for each N starts gunicorn, runs N attentive bots at once over real HTTP
+(studies/bots.py: entry, consent, instructions, every trial page, every video, watch report, answer), stops
+the server and reads the database back.
+
+Figures per N:
+- trial submissions/s: acknowledged answer POSTs (one per trial) per second, between the first and the
+  last acknowledgement; ratings/s: the rating rows those carry (three likert items per trial);
+- p50/p99 latency of the answer POST and of the watch POST (every request, retries included);
+- lost (acknowledged but missing in the database) and duplicates (rows beyond one per answer), which must
+  both be zero; errors (bots that could not finish) and 5xx/network failures.
+Bots watch every clip to its end but, by default, answer as soon as the answers unlock (`--think-ms 0 0`:
+a closed loop that offers as much load as the server takes); `--think-ms 1500 6000` paces them like people.
+
+    .venv/bin/python bench/rating_throughput.py              # N = 50 200 500
+    .venv/bin/python bench/rating_throughput.py --n 200 --workers 2 --threads 8
+
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import wave
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "evalsite_bench"
+WORDS = ["yes", "no", "hello", "okay", "good", "nice", "right", "great", "fine", "sure", "sorry", "maybe"]
+SPEECH_WPM = 200  # espeak-ng at 200 words per minute says one of these words in about half a second
+CONDITIONS = [("ground_truth", "ground_truth"), ("random_alignment", "random_alignment"), ("still", "still")]
+TARGET = {"n": 200, "ratings_per_s": 300, "p99_ms": 250}
+
+STUDY_YAML = """\
+slug: {slug}
+title: Rating throughput bench
+stimuli:
+  corpus: bench
+  conditions: [ground_truth, random_alignment, still]
+  allow_placeholders: true
+questions:
+  naturalness:
+    type: likert
+    prompt: How natural is the motion of this face?
+    points: 7
+    labels: [Very unnatural, Very natural]
+    items:
+      - {{key: upper, text: "Upper face: how natural is its motion?"}}
+      - {{key: middle, text: "Middle face: how natural is its motion?"}}
+      - {{key: lower, text: "Lower face: how natural is its motion?"}}
+pages:
+  - type: consent
+  - type: instructions
+  - type: trials
+    question: naturalness
+    attention_checks: 0
+  - type: completion
+recruitment:
+  quota: 100000
+"""
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[50, 200, 500], help="concurrent participants per run")
+    # One worker more than the 2 cores keeps both busy while a worker's threads wait on the GIL or the
+    # database; 3 x 4 beat 2 x 8 in paired runs at N=200 here (22-27 vs 16-20 trial submissions/s).
+    p.add_argument("--workers", type=int, default=3, help="gunicorn workers (default 3)")
+    p.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
+    p.add_argument("--think-ms", type=int, nargs=2, default=[0, 0], metavar=("LO", "HI"),
+                   help="bots' pause before answering, in ms (default 0 0: answer at once)")
+    p.add_argument("--ramp-s", type=float, default=5.0, help="spread the bots' arrivals over this many seconds")
+    p.add_argument("--lose-responses", type=float, default=0.02,
+                   help="share of acknowledged answers a bot resends as if the response were lost (default 0.02)")
+    p.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL (no db name)")
+    return p.parse_args()
+
+
+def recreate_database(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+
+
+def build_corpus() -> None:
+    """The bench corpus: one-word utterances, each as ground truth, random alignment and still."""
+    from django.conf import settings
+
+    from render import placeholder
+    from studies import tasks
+    from studies.models import Condition, Corpus, Utterance
+
+    corpus, _ = Corpus.objects.get_or_create(name="bench", defaults={"description": "one-word clips for benchmarks"})
+    conditions = [Condition.objects.get_or_create(name=name, defaults={"kind": kind})[0] for name, kind in CONDITIONS]
+    utterances = []
+    for i, word in enumerate(WORDS):
+        rel = f"corpora/bench/{word}.wav"
+        path = Path(settings.MEDIA_ROOT) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        voice = ("en-us", "en-gb")[i % 2]
+        if not path.exists():
+            placeholder.speak(word, path, voice=voice, words_per_minute=SPEECH_WPM)
+        with wave.open(str(path)) as w:
+            duration = w.getnframes() / w.getframerate()
+        utt, _ = Utterance.objects.get_or_create(
+            corpus=corpus, name=f"w{i:02d}-{word}",
+            defaults={"speaker": f"spk-{'ab'[i % 2]}", "transcript": word, "audio_path": rel, "duration_s": duration,
+                      "metadata": {"role": "speech", "voice": voice}},
+        )
+        utterances.append(utt)
+    for utt in utterances:
+        for cond in conditions:
+            tasks.render_placeholder_stimulus.apply(args=(utt.pk, cond.pk, "avatar", 2000 + utt.pk), throw=True)
+
+
+def make_study(slug: str):
+    from studies import services
+
+    version, _ = services.study_load(text=STUDY_YAML.format(slug=slug))
+    services.study_set_status(study=version.study, status="live")
+    return version.study
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(n: int, args, log_path: Path) -> dict:
+    from studies import bots
+    from studies.models import Response, Trial
+
+    study = make_study(f"bench-n{n}")
+    behaviour = replace(bots.ATTENTIVE, think_ms=tuple(args.think_ms))
+    server_env = {"DEBUG": "0", "DB_CONN_MAX_AGE": "60", "LOG_LEVEL": "ERROR"}
+    cpu_children, cpu_self = children_cpu_s(), self_cpu_s()
+    server = bots.LocalServer(workers=args.workers, threads=args.threads, env=server_env, log_path=log_path,
+                              log_level="info")
+    with server:
+        target = bots.study_target(study, server.base_url)
+        crowd = bots.make_bots(target, n=n, behaviour=behaviour, prefix=f"bench-{n}",
+                               lose_responses=args.lose_responses, ramp_s=args.ramp_s, timeout_s=120)
+        summary = bots.run_bots(crowd, concurrency=n)
+    server_cpu = children_cpu_s() - cpu_children  # gunicorn and its workers, reaped when it stopped
+    client_cpu = self_cpu_s() - cpu_self
+    facts = summary.as_dict()
+    first = [s for s in summary.submissions if not s.resent]
+    stamps = sorted(s.at for s in first)
+    window = (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    check = bots.submissions_verify(summary.submissions)
+    answered_in_db = Trial.objects.filter(participant__study=study, answered_at__isnull=False).count()
+    rows_in_db = Response.objects.filter(participant__study=study).count()
+    lat = facts["latency_ms"]
+    failed = sum(v["failed"] for v in lat.values())
+    return {
+        "n": n,
+        "server_exited_during_run": server.exited_early,
+        "completed": facts["completed"],
+        "errors": facts["errors"],
+        "error_reasons": facts["error_reasons"],
+        "failed_requests": failed,
+        "trial_submissions": len(first),
+        "ratings": sum(s.answers for s in first),
+        "resent_submissions": facts["resent_submissions"],
+        "window_s": round(window, 2),
+        "wall_s": facts["wall_s"],
+        "trial_submissions_per_s": round(len(first) / window, 1),
+        "ratings_per_s": round(sum(s.answers for s in first) / window, 1),
+        "answer_p50_ms": lat["answer"]["p50"],
+        "answer_p99_ms": lat["answer"]["p99"],
+        "watch_p50_ms": lat["watch"]["p50"],
+        "watch_p99_ms": lat["watch"]["p99"],
+        "page_p50_ms": lat["page"]["p50"],
+        "page_p99_ms": lat["page"]["p99"],
+        "entry_p99_ms": lat["entry"]["p99"],
+        "requests_per_s": round(sum(v["n"] for v in lat.values()) / facts["wall_s"], 1),
+        "lost": check["lost"],
+        "duplicates": check["duplicates"],
+        "unacknowledged": check["unacknowledged"],
+        "db_answered_trials": answered_in_db,
+        "db_rating_rows": rows_in_db,
+        "server_cpu_s": round(server_cpu, 1),
+        "client_cpu_s": round(client_cpu, 1),
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    bench_var = ROOT / "var" / "bench"
+    bench_var.mkdir(parents=True, exist_ok=True)
+    os.environ.update({
+        "DATABASE_URL": f"{args.pg}/{BENCH_DB}",
+        "MEDIA_ROOT": str(bench_var / "media"),
+        "DEBUG": "0",
+        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+    })
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    recreate_database(args.pg)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    t0 = time.perf_counter()
+    build_corpus()
+    print(f"bench corpus ready in {time.perf_counter() - t0:.1f} s; gunicorn {args.workers} workers x "
+          f"{args.threads} threads (gthread), PostgreSQL, CONN_MAX_AGE 60; think {args.think_ms[0]}-"
+          f"{args.think_ms[1]} ms; {os.cpu_count()} cores shared by server, database and bots", flush=True)
+    from studies.models import Stimulus
+
+    durations = sorted(Stimulus.objects.filter(utterance__corpus__name="bench").values_list("duration_s", flat=True))
+    print(f"clips: {len(durations)}, {durations[0]:.2f}-{durations[-1]:.2f} s", flush=True)
+
+    results = []
+    for n in args.n:
+        r = run_one(n, args, bench_var / "gunicorn.log")
+        results.append(r)
+        print(
+            f"N={n:>4}: {r['trial_submissions_per_s']:>6.1f} trial submissions/s ({r['ratings_per_s']:.1f} ratings/s) "
+            f"over {r['window_s']} s | answer POST p50 {r['answer_p50_ms']} ms p99 {r['answer_p99_ms']} ms | "
+            f"watch POST p50 {r['watch_p50_ms']} ms p99 {r['watch_p99_ms']} ms | page GET p99 {r['page_p99_ms']} ms | "
+            f"lost {r['lost']} duplicates {r['duplicates']} | completed {r['completed']}/{n} errors {r['errors']} "
+            f"failed requests {r['failed_requests']} | cpu s server {r['server_cpu_s']} bots {r['client_cpu_s']}",
+            flush=True,
+        )
+        if r["error_reasons"]:
+            print(f"        errors: {r['error_reasons']}", flush=True)
+        if r["server_exited_during_run"] is not None:
+            print(f"        gunicorn was gone before the run ended (exit status {r['server_exited_during_run']}); "
+                  f"see {bench_var / 'gunicorn.log'}", flush=True)
+    at_target = next((r for r in results if r["n"] == TARGET["n"]), None)
+    verdict = None
+    if at_target:
+        verdict = at_target["ratings_per_s"] >= TARGET["ratings_per_s"] and at_target["answer_p99_ms"] < TARGET["p99_ms"]
+        print(f"target (N={TARGET['n']}: >= {TARGET['ratings_per_s']} ratings/s, answer p99 < {TARGET['p99_ms']} ms): "
+              f"{'met' if verdict else 'missed'}")
+    ok = all(r["lost"] == 0 and r["duplicates"] == 0 for r in results)
+    print(json.dumps({
+        "bench": "rating_throughput",
+        "server": {"workers": args.workers, "threads": args.threads, "worker_class": "gthread", "db": "postgresql"},
+        "think_ms": args.think_ms,
+        "ratings_per_trial": 3,
+        "target": TARGET,
+        "target_met": verdict,
+        "no_loss_no_duplicates": ok,
+        "runs": results,
+    }))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

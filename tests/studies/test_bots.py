@@ -1,0 +1,115 @@
+"""Bots take the quick demo study over real HTTP (pytest-django's live server): an attentive bot completes
+and is kept, a careless one is excluded for its attention check or straight-lining, a speeder for speed;
+every acknowledged answer is in the database exactly once, also when a bot sends a submission twice as if
+the first response had been lost. `manage.py run_bots` runs against the same server and refuses a study
+it cannot run with a one-line reason."""
+import threading
+from dataclasses import replace
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from studies import bots, services
+from studies.models import Exclusion, Participant, Response, Trial
+
+# Still attentive (1.5-6 s per answer), but at the quick end of it to keep the test short.
+QUICK_ATTENTIVE = replace(bots.ATTENTIVE, think_ms=(1500, 1800))
+
+
+@pytest.fixture
+def live_site(transactional_db, live_server):
+    """The live server; one request at a time when the test database is in-memory SQLite.
+
+    There every server thread shares the test's one connection, so concurrent requests would interleave
+    their transactions on it (a test-harness limit: PostgreSQL, and SQLite files, need no such care).
+    """
+    httpd = live_server.thread.httpd
+    app = httpd.get_app()
+    if live_server.thread.connections_override:
+        lock = threading.Lock()
+
+        def one_at_a_time(environ, start_response):
+            with lock:
+                return app(environ, start_response)
+
+        httpd.set_app(one_at_a_time)
+    yield live_server
+    httpd.set_app(app)
+
+
+def _session(study, bot_id: str) -> Participant:
+    return Participant.objects.get(study=study, external_id_hash=services.external_id_hash("bot", bot_id))
+
+
+def _rules(participant: Participant) -> set[str]:
+    return set(Exclusion.objects.filter(participant=participant).values_list("rule", flat=True))
+
+
+@pytest.mark.slow
+def test_bots_are_judged_by_the_quality_rules_and_no_answer_is_lost_or_doubled(live_site, demo_study):
+    target = bots.study_target(demo_study, live_site.url)
+    assert target.known_answers, "the bots need the check clips' expected answers"
+    attentive = bots.Bot(target, bot_id="test-attentive", behaviour=QUICK_ATTENTIVE, lose_responses=1.0)
+    careless = bots.Bot(target, bot_id="test-careless", behaviour=bots.CARELESS)
+    speeder = bots.Bot(target, bot_id="test-speeder", behaviour=bots.SPEEDER)
+
+    summary = bots.run_bots([attentive, careless, speeder], concurrency=3)
+
+    assert not summary.errors, [(r.bot_id, r.reason) for r in summary.errors]
+    assert summary.outcomes["completed"] == 3
+    assert all(r.completion_code for r in summary.results)
+    kept = _session(demo_study, "test-attentive")
+    assert kept.status == Participant.Status.COMPLETED and kept.source == Participant.Source.BOT
+    assert _rules(kept) == set()
+    assert _rules(_session(demo_study, "test-careless")) & {"attention_check", "straight_lining"}
+    assert "speed" in _rules(_session(demo_study, "test-speeder"))
+
+    # Every acknowledged submission is stored once; the attentive bot sent each of its answers twice.
+    resent = [s for s in attentive.result.submissions if s.resent]
+    assert resent and len(resent) == len(attentive.result.submissions) // 2
+    assert {s.status for s in resent} == {200}
+    check = bots.submissions_verify(summary.submissions)
+    assert check["lost"] == 0 and check["duplicates"] == 0 and check["unacknowledged"] == 0
+    sessions = Participant.objects.filter(study=demo_study, source=Participant.Source.BOT)
+    assert Response.objects.filter(participant__in=sessions).count() == check["rows_acknowledged"] == check["rows_in_db"]
+    answered = Trial.objects.filter(participant__in=sessions, answered_at__isnull=False)
+    assert answered.count() == check["acknowledged"] == Trial.objects.filter(participant__in=sessions).count()
+    assert {str(t.submission_id) for t in answered} == {s.submission_id for s in summary.submissions}
+
+    lat = summary.as_dict()["latency_ms"]
+    assert {"entry", "page", "form", "video", "watch", "answer"} <= set(lat)
+    assert lat["answer"]["n"] == len(summary.submissions)
+    assert all(stats["failed"] == 0 for stats in lat.values()), lat  # no 5xx and no network error, retried or not
+
+
+@pytest.fixture
+def small_study(demo_study):
+    """The quick demo corpus with a single likert page and no checks: a run takes seconds."""
+    from studies.demo import demo_spec_text
+
+    spec = yaml.safe_load(demo_spec_text(quick=True))
+    spec["slug"] = "bots-small"
+    spec["pages"] = [{"type": "consent"}, {"type": "trials", "question": "naturalness", "attention_checks": 0},
+                     {"type": "completion"}]
+    version, _ = services.study_load(text=yaml.safe_dump(spec, sort_keys=False))
+    services.study_set_status(study=version.study, status="live")
+    return version.study
+
+
+@pytest.mark.slow
+def test_run_bots_command_reports_from_the_database(live_site, small_study, capsys):
+    call_command("run_bots", small_study.slug, n=2, behaviour="speeder", base_url=live_site.url)
+    out = capsys.readouterr().out
+    assert "completed 2" in out
+    assert "excluded by quality rules: 2 of 2 completed" in out and "speed 2" in out
+    assert "lost 0, duplicates 0" in out
+    assert Participant.objects.filter(study=small_study, source="bot", status="completed").count() == 2
+
+
+def test_run_bots_refuses_what_it_cannot_run(demo_study):
+    with pytest.raises(CommandError, match="no study with slug 'nope'"):
+        call_command("run_bots", "nope", n=1)
+    services.study_set_status(study=demo_study, status="draft")
+    with pytest.raises(CommandError, match="not live"):
+        call_command("run_bots", demo_study.slug, n=1, base_url="http://127.0.0.1:9")
