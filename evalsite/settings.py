@@ -85,7 +85,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'evalsite.sqlite3'}"),
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
-        conn_health_checks=True,
+        # No "SELECT 1" before every request: a broken persistent connection fails that request cleanly
+        # and Django drops it, so the next request reconnects.
+        conn_health_checks=False,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -119,6 +121,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGIN_URL = "admin:login"
+# Sessions live in a signed cookie: a participant's session only maps study tokens to their own opaque
+# participant id, and participant requests then need no session query.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch
 
@@ -15,42 +16,56 @@ def current_page(participant: Participant) -> dict:
     return participant.version.spec["pages"][participant.page_index]
 
 
+@dataclass
+class Position:
+    """Where a participant stands: progress, and the trial to show now (with its videos) if on a trial page."""
+
+    done: int
+    total: int
+    trial: Trial | None
+    slots: list
+
+
+def position(participant: Participant) -> Position:
+    """Two queries: the participant's trials, then the current trial's videos."""
+    pages = participant.version.spec["pages"]
+    trials = list(Trial.objects.filter(participant=participant).order_by("position"))
+    per_page = Counter(t.page_index for t in trials)
+    total = sum(per_page.get(i, 1) if p["type"] in ("training", "trials") else 1 for i, p in enumerate(pages[:-1]))
+    done = sum(1 for t in trials if t.answered_at is not None) + sum(
+        1 for p in pages[: participant.page_index] if p["type"] not in ("training", "trials")
+    )
+    current = None
+    slots = []
+    if pages[participant.page_index]["type"] in ("training", "trials"):
+        current = next((t for t in trials if t.page_index == participant.page_index and t.answered_at is None), None)
+    if current is not None:
+        slots = list(TrialStimulus.objects.filter(trial=current).select_related("stimulus").order_by("slot"))
+    return Position(min(done, total), total, current, slots)
+
+
 def current_trial(participant: Participant) -> Trial | None:
     """The next unanswered trial on the participant's current page (trials are answered in order)."""
-    return (
-        Trial.objects.filter(participant=participant, page_index=participant.page_index, answered_at__isnull=True)
-        .prefetch_related(Prefetch("slots", queryset=TrialStimulus.objects.select_related("stimulus").order_by("slot")))
-        .order_by("position")
-        .first()
-    )
+    return position(participant).trial
 
 
-def progress(participant: Participant) -> tuple[int, int]:
-    """(steps done, steps in all): every non-trial page counts one step, every trial one."""
-    pages = participant.version.spec["pages"]
-    counts = Counter(
-        Trial.objects.filter(participant=participant).values_list("page_index", flat=True)
-    )
-    answered = Trial.objects.filter(participant=participant, answered_at__isnull=False).count()
-    total = sum(counts.get(i, 1) if p["type"] in ("training", "trials") else 1 for i, p in enumerate(pages[:-1]))
-    done_pages = sum(
-        1 for i, p in enumerate(pages[: participant.page_index]) if p["type"] not in ("training", "trials")
-    )
-    return min(done_pages + answered, total), total
-
-
-def stimulus_for_participant(participant: Participant, stimulus_token: str):
-    """The stimulus behind a token if this participant may see it: one of their trials' videos, or the
-    study's audio/video check clip."""
+def stimulus_for_sessions(participant_ids: list[str], stimulus_token: str) -> Stimulus | None:
+    """The stimulus behind a token if one of these participants may see it: one of their trials' videos
+    (one query), or their study's audio/video check clip."""
+    if not participant_ids:
+        return None
     ts = (
         TrialStimulus.objects.select_related("stimulus")
-        .filter(trial__participant=participant, stimulus__token=stimulus_token)
+        .filter(trial__participant__public_id__in=participant_ids, stimulus__token=stimulus_token)
         .first()
     )
     if ts is not None:
         return ts.stimulus
-    av = av_check_stimulus(participant.version.spec)
-    return av if av is not None and av.token == stimulus_token else None
+    for participant in Participant.objects.filter(public_id__in=participant_ids).select_related("version"):
+        av = av_check_stimulus(participant.version.spec)
+        if av is not None and av.token == stimulus_token:
+            return av
+    return None
 
 
 def av_check_stimulus(spec: dict) -> Stimulus | None:

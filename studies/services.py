@@ -15,11 +15,14 @@ import shutil
 import statistics
 import uuid
 from collections import Counter
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from . import design, selectors
@@ -468,35 +471,37 @@ def _clean_demographics(page: dict, data: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- trials
-def _participant_trial(participant: Participant, trial_public_id: str, *, lock=False) -> Trial:
-    qs = Trial.objects.select_related("participant")
-    if lock:
-        qs = qs.select_for_update()
-    trial = qs.filter(public_id=str(trial_public_id), participant=participant).first()
-    if trial is None:
-        raise NotFound("That trial is not part of your session.")
-    return trial
-
-
 def trial_mark_shown(*, trial: Trial) -> None:
+    """Record when the trial's page was first served: the earliest moment its videos could start."""
     if trial.first_shown_at is None:
-        Trial.objects.filter(pk=trial.pk, first_shown_at__isnull=True).update(first_shown_at=timezone.now())
-        trial.refresh_from_db(fields=["first_shown_at"])
+        now = timezone.now()
+        if Trial.objects.filter(pk=trial.pk, first_shown_at__isnull=True).update(first_shown_at=now):
+            trial.first_shown_at = now
+        else:  # another request of the same participant got there first
+            trial.refresh_from_db(fields=["first_shown_at"])
 
 
 WATCH_INT_FIELDS = ("seeks", "pauses", "replays", "hidden_ms", "playback_errors")
 
 
-def watch_record(*, participant: Participant, trial_public_id: str, slot: int, report: dict) -> WatchRecord:
-    """Store what the player reports about one video; 'ended' is checked against the server's clock."""
-    trial = _participant_trial(participant, trial_public_id)
+def watch_record(*, participant: Participant, trial_public_id: str, slot: int, report: dict) -> bool:
+    """Store what the player reports about one video; 'ended' is checked against the server's clock.
+
+    Returns whether the video counts as ended. Counters only grow: a stale report arriving late never
+    lowers them.
+    """
+    ts = (
+        TrialStimulus.objects.select_related("trial", "stimulus")
+        .filter(trial__public_id=str(trial_public_id), trial__participant=participant, slot=slot)
+        .first()
+    )
+    if ts is None:
+        raise NotFound("That video is not part of your session.")
+    trial = ts.trial
     if trial.answered_at is not None:
         raise Conflict("This trial is already answered.", code="answered")
     if trial.first_shown_at is None:
         raise Conflict("This video has not been shown yet.", code="not_shown")
-    ts = TrialStimulus.objects.select_related("stimulus").filter(trial=trial, slot=slot).first()
-    if ts is None:
-        raise NotFound("No such video in this trial.")
     clean = {}
     fraction = report.get("watched_fraction", 0.0)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (0.0 <= fraction <= 1.0):
@@ -515,17 +520,20 @@ def watch_record(*, participant: Participant, trial_public_id: str, slot: int, r
         earliest = ts.stimulus.duration_s * MIN_PLAY_SHARE - PLAY_ALLOWANCE_S
         if (now - trial.first_shown_at).total_seconds() < earliest:
             raise Conflict("The video cannot have finished yet.", code="too_early")
-    with transaction.atomic():
-        record, _ = WatchRecord.objects.select_for_update().get_or_create(trial_stimulus=ts)
-        for name, value in clean.items():
-            # Counters only grow; a stale report arriving late never lowers them.
-            setattr(record, name, max(getattr(record, name), value))
-        if ended and not record.ended:
-            record.ended = True
-            record.ended_at = now
-        record.save()
-    Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
-    return record
+    # The first report of a video is one INSERT; later ones find the row and raise its counters. Outside
+    # a transaction a failed INSERT harms nothing; inside one it needs a savepoint.
+    savepoint = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
+    try:
+        with savepoint:
+            WatchRecord.objects.create(trial_stimulus=ts, ended=ended, ended_at=now if ended else None, **clean)
+        return ended
+    except IntegrityError:
+        pass
+    changes = {name: Greatest(F(name), Value(value)) for name, value in clean.items()}
+    if ended:
+        changes.update(ended=Value(True), ended_at=Coalesce(F("ended_at"), Value(now)))
+    WatchRecord.objects.filter(trial_stimulus=ts).update(**changes)
+    return ended or WatchRecord.objects.filter(trial_stimulus=ts, ended=True).exists()
 
 
 def _expected_answer_keys(question: dict, slots: list[TrialStimulus]) -> list[tuple[str, int]]:
@@ -571,7 +579,8 @@ def trial_answer(
 
     A retried POST with the same submission_id returns the saved trial (created=False) and writes
     nothing; a different submission for an answered trial is a Conflict. Answers are refused before every
-    video of the trial has ended (as reported and checked in watch_record).
+    video of the trial has ended (as reported and checked in watch_record). No lock is held: the trial is
+    claimed by a conditional UPDATE, and the unique constraint on responses backs it up.
     """
     try:
         submission_uuid = uuid.UUID(str(submission_id))
@@ -581,57 +590,66 @@ def trial_answer(
         raise ServiceError("answer_ms must be a whole number of milliseconds.")
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         raise ServiceError("answers must be a list of objects.")
-    with transaction.atomic():
-        trial = _participant_trial(participant, trial_public_id, lock=True)
-        if trial.answered_at is not None:
-            if trial.submission_id == submission_uuid:
-                return trial, False
-            raise Conflict("This trial is already answered.", code="answered")
-        participant = Participant.objects.select_for_update().select_related("version").get(pk=participant.pk)
-        if participant.status != Participant.Status.ACTIVE:
-            raise Conflict("This session has ended.", code="ended")
-        if trial.page_index != participant.page_index:
-            raise Conflict("This trial is not on the current page.", code="wrong_page")
-        earlier_open = Trial.objects.filter(
-            participant=participant, position__lt=trial.position, answered_at__isnull=True
-        ).exists()
-        if earlier_open:
-            raise Conflict("Please answer the trials in order.", code="out_of_order")
-        slots = list(trial.slots.select_related("stimulus", "watch"))
-        for s in slots:
-            if not (hasattr(s, "watch") and s.watch.ended):
-                raise Conflict("Please watch the video to the end before answering.", code="not_watched")
-        question = participant.version.spec["questions"][trial.question]
-        expected = _expected_answer_keys(question, slots)
-        given = []
-        for a in answers:
-            item, slot = a.get("item"), a.get("slot", 0)
-            if isinstance(slot, bool) or not isinstance(slot, int):
-                raise ServiceError("slot must be a whole number.")
-            given.append((item, slot))
-        if sorted(given, key=str) != sorted(expected, key=str):
-            raise ServiceError("Please answer every question on this page (once each).", code="incomplete")
-        rows = []
-        for a in answers:
-            fields = _clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)
-            rows.append(Response(participant=participant, trial=trial, item=a["item"], slot=a.get("slot", 0),
-                                 answer_ms=answer_ms, **fields))
-        try:
+    trial = Trial.objects.filter(public_id=str(trial_public_id), participant=participant).first()
+    if trial is None:
+        raise NotFound("That trial is not part of your session.")
+    if trial.answered_at is not None:
+        return _answered_again(trial, submission_uuid)
+    if participant.status != Participant.Status.ACTIVE:
+        raise Conflict("This session has ended.", code="ended")
+    if trial.page_index != participant.page_index:
+        raise Conflict("This trial is not on the current page.", code="wrong_page")
+    open_positions = set(
+        Trial.objects.filter(participant=participant, page_index=trial.page_index, answered_at__isnull=True)
+        .values_list("position", flat=True)
+    )
+    if any(position < trial.position for position in open_positions):
+        raise Conflict("Please answer the trials in order.", code="out_of_order")
+    slots = list(TrialStimulus.objects.filter(trial=trial).select_related("stimulus", "watch").order_by("slot"))
+    for s in slots:
+        if not (hasattr(s, "watch") and s.watch.ended):
+            raise Conflict("Please watch the video to the end before answering.", code="not_watched")
+    question = participant.version.spec["questions"][trial.question]
+    given = []
+    for a in answers:
+        item, slot = a.get("item"), a.get("slot", 0)
+        if isinstance(slot, bool) or not isinstance(slot, int):
+            raise ServiceError("slot must be a whole number.")
+        given.append((item, slot))
+    if sorted(given, key=str) != sorted(_expected_answer_keys(question, slots), key=str):
+        raise ServiceError("Please answer every question on this page (once each).", code="incomplete")
+    rows = []
+    for a in answers:
+        fields = _clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)
+        rows.append(Response(participant=participant, trial=trial, item=a["item"], slot=a.get("slot", 0),
+                             answer_ms=answer_ms, **fields))
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claimed = Trial.objects.filter(pk=trial.pk, answered_at__isnull=True).update(
+                answered_at=now, submission_id=submission_uuid
+            )
+            if not claimed:
+                raise IntegrityError("answered meanwhile")
             Response.objects.bulk_create(rows)
-        except IntegrityError:
-            raise Conflict("This trial is already answered.", code="answered") from None
-        now = timezone.now()
-        trial.answered_at = now
-        trial.submission_id = submission_uuid
-        trial.save(update_fields=["answered_at", "submission_id"])
-        page_open = Trial.objects.filter(
-            participant=participant, page_index=trial.page_index, answered_at__isnull=True
-        ).exists()
-        _touch(participant)
-        if not page_open:
-            _advance(participant)
-        participant.save()
+            trial.answered_at, trial.submission_id = now, submission_uuid
+            participant.last_seen_at = now
+            if open_positions == {trial.position}:  # the page's last trial: on to the next page
+                _advance(participant)
+            if participant.status == Participant.Status.ACTIVE:
+                Participant.objects.filter(pk=participant.pk).update(
+                    page_index=participant.page_index, last_seen_at=now
+                )
+    except IntegrityError:  # a concurrent retry of the same answer, or another submission, got there first
+        trial.refresh_from_db(fields=["answered_at", "submission_id"])
+        return _answered_again(trial, submission_uuid)
     return trial, True
+
+
+def _answered_again(trial: Trial, submission_uuid: uuid.UUID) -> tuple[Trial, bool]:
+    if trial.submission_id == submission_uuid:
+        return trial, False
+    raise Conflict("This trial is already answered.", code="answered")
 
 
 # -------------------------------------------------------------------------------- completion and QC

@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404, HttpResponse, StreamingHttpRespon
 from django.views.decorators.http import require_GET
 
 from .. import selectors
-from ..models import Participant
+from ..models import Stimulus
 from .participant import SESSION_KEY
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -20,16 +20,10 @@ CHUNK = 64 * 1024
 
 
 def _entitled_stimulus(request, token: str):
-    ids = list(request.session.get(SESSION_KEY, {}).values())
-    if request.user.is_authenticated and request.user.is_staff:
-        from ..models import Stimulus
-
-        return Stimulus.objects.filter(token=token).first()
-    for participant in Participant.objects.filter(public_id__in=ids):
-        stimulus = selectors.stimulus_for_participant(participant, token)
-        if stimulus is not None:
-            return stimulus
-    return None
+    stimulus = selectors.stimulus_for_sessions(list(request.session.get(SESSION_KEY, {}).values()), token)
+    if stimulus is None and request.user.is_authenticated and request.user.is_staff:
+        stimulus = Stimulus.objects.filter(token=token).first()  # researchers previewing in the admin
+    return stimulus
 
 
 def _file_chunks(path: Path, start: int, length: int):

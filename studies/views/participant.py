@@ -23,11 +23,16 @@ def _message(request, title: str, text: str, status=200, **extra):
     return render(request, "studies/participant/message.html", {"title": title, "text": text, **extra}, status=status)
 
 
-def _session_participant(request, study: Study) -> Participant | None:
-    public_id = request.session.get(SESSION_KEY, {}).get(study.public_token)
+def _session_participant(request, study_token: str) -> Participant | None:
+    """This browser's participant in the study, with its study and version (one query)."""
+    public_id = request.session.get(SESSION_KEY, {}).get(study_token)
     if not public_id:
         return None
-    return Participant.objects.select_related("study", "version").filter(public_id=public_id, study=study).first()
+    return (
+        Participant.objects.select_related("study", "version")
+        .filter(public_id=public_id, study__public_token=study_token)
+        .first()
+    )
 
 
 def _remember(request, study: Study, participant: Participant) -> None:
@@ -62,7 +67,7 @@ def entry(request, study_token: str):
         spec = study.current_version.spec
         return render(request, "studies/participant/mturk_preview.html", {"study": study, "spec": spec})
     source, external_id, facts = _recruiting_source(request, study)
-    existing = _session_participant(request, study)
+    existing = _session_participant(request, study_token)
     if existing and existing.status == Participant.Status.ACTIVE and not external_id:
         return HttpResponseRedirect(reverse("take", args=[study_token]))
     try:
@@ -95,11 +100,10 @@ def lab_entry(request, lab_token: str):
 
 
 def _require_participant(request, study_token: str):
-    study = get_object_or_404(Study, public_token=study_token)
-    participant = _session_participant(request, study)
+    participant = _session_participant(request, study_token)
     if participant is None:
         raise Http404("no session")
-    return study, participant
+    return participant.study, participant
 
 
 def _completion_context(participant: Participant, code: str) -> dict:
@@ -128,9 +132,9 @@ def take(request, study_token: str):
                         "We could not find your session in this browser. If this page is shown inside another "
                         "site, your browser may be blocking its cookies: open the study in a new tab.",
                         status=404, new_tab=new_tab)
-    progress_done, progress_total = selectors.progress(participant)
-    ctx = {"study": study, "participant": participant, "progress_done": progress_done,
-           "progress_total": progress_total, "progress_pct": round(100 * progress_done / max(progress_total, 1)),
+    where = selectors.position(participant)
+    ctx = {"study": study, "participant": participant, "progress_done": where.done,
+           "progress_total": where.total, "progress_pct": round(100 * where.done / max(where.total, 1)),
            "study_token": study_token}
     if participant.status == Participant.Status.SCREENED_OUT:
         # Recruited participants are paid for the screening: they get the study's screened-out code.
@@ -148,12 +152,12 @@ def take(request, study_token: str):
         ctx.update(_completion_context(participant, participant.completion_code))
         return render(request, "studies/participant/completion.html", ctx)
     if kind in ("training", "trials"):
-        trial = selectors.current_trial(participant)
+        trial = where.trial
         if trial is None:  # cannot happen with a valid plan; fail soft for the participant
             return _message(request, "Please wait", "Loading the next page failed; please reload.", status=500)
         services.trial_mark_shown(trial=trial)
         question = participant.version.spec["questions"][trial.question]
-        ctx.update({"trial": trial, "question": question, "slots": list(trial.slots.all()),
+        ctx.update({"trial": trial, "question": question, "slots": where.slots,
                     "likert_points": list(range(1, question.get("points", 0) + 1))})
         return render(request, "studies/participant/trial.html", ctx)
     if kind == "av_check":
@@ -201,13 +205,13 @@ def watch(request, study_token: str):
         slot = body.get("slot")
         if isinstance(slot, bool) or not isinstance(slot, int):
             raise services.ServiceError("slot must be a whole number.")
-        record = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
-                                       slot=slot, report=body)
+        ended = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
+                                      slot=slot, report=body)
     except Http404:
         return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."}, status=403)
     except services.ServiceError as exc:
         return _json_error(exc)
-    return JsonResponse({"ok": True, "ended": record.ended})
+    return JsonResponse({"ok": True, "ended": ended})
 
 
 @never_cache

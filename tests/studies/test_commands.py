@@ -4,6 +4,7 @@ import csv
 import io
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from studies.demo import demo_spec_text
@@ -105,6 +106,7 @@ def test_export_leaves_out_preview_sessions_unless_asked(demo_study, client, dja
     session = client.session
     session["participant_sessions"] = {demo_study.public_token: str(preview.public_id)}
     session.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key  # sessions are signed cookies
     ParticipantDriver(client, demo_study).complete()
     plain, with_pilot = io.StringIO(), io.StringIO()
     call_command("export_responses", demo_study.slug, stdout=plain, stderr=io.StringIO())

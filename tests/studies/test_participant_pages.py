@@ -77,7 +77,7 @@ def test_an_unexpected_error_shows_a_friendly_page_not_a_trace(driver, monkeypat
     def boom(participant):
         raise RuntimeError("secret internals: ground_truth utt01")
 
-    monkeypatch.setattr(selectors, "progress", boom)
+    monkeypatch.setattr(selectors, "position", boom)
     client = driver.client
     client.raise_request_exception = False
     r = client.get(reverse("take", args=[driver.study.public_token]))
