@@ -7,6 +7,7 @@ is idempotent, so a second `manage.py demo` finds everything made and goes strai
 from __future__ import annotations
 
 import random
+import wave
 from pathlib import Path
 
 from django.conf import settings
@@ -47,8 +48,6 @@ def _speak_once(rel: str, text: str, voice: str) -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         placeholder.speak(text, path, voice=voice)
-    import wave
-
     with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
 

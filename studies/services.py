@@ -380,7 +380,7 @@ def _create_trials(participant: Participant, spec: dict) -> None:
         for position, planned in enumerate(plan)
     ])
     slots = []
-    for trial, planned in zip(trials, plan):
+    for trial, planned in zip(trials, plan, strict=True):
         for slot_index, ps in enumerate(planned.slots):
             stimulus = lookup.get((ps.utterance, ps.condition, ps.embodiment))
             if stimulus is None:

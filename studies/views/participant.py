@@ -68,7 +68,9 @@ def entry(request, study_token: str):
         return render(request, "studies/participant/mturk_preview.html", {"study": study, "spec": spec})
     source, external_id, facts = _recruiting_source(request, study)
     existing = _session_participant(request, study_token)
-    if existing and existing.status == Participant.Status.ACTIVE and not external_id:
+    if existing and not external_id:
+        # The same browser again: back to its own session, whatever state it is in (a finished session
+        # shows its completion page; it never starts a second one).
         return HttpResponseRedirect(reverse("take", args=[study_token]))
     try:
         participant, _ = services.participant_start(

@@ -1,6 +1,5 @@
 """Participant pages beyond trials: lab links, the A/V check screening out, demographics validation,
 resuming mid-study, and no stack trace ever — whatever breaks, the participant sees a friendly page."""
-import pytest
 from django.test import Client
 from django.urls import reverse
 
@@ -141,3 +140,14 @@ def test_a_screened_out_mturk_worker_can_submit_the_hit_with_the_screened_out_co
     assert d.participant.status == "screened_out"
     assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in page
     assert f'value="{demo_study.screened_out_code}"' in page and 'value="A1"' in page
+
+
+def test_a_browser_that_finished_cannot_start_again_through_the_plain_link(driver):
+    driver.start()
+    driver.complete()
+    first = driver.participant
+    r = driver.start()
+    assert r.status_code == 302
+    page = driver.page()
+    assert first.completion_code.encode() in page.content
+    assert Participant.objects.filter(study=driver.study).count() == 1

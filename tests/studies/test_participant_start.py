@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from studies import design, services
 from studies.demo import demo_spec_text
-from studies.models import Exclusion, Participant, Study
+from studies.models import Participant, Study
 
 
 def with_quota(study, quota, abandon_minutes=45):
