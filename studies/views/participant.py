@@ -2,6 +2,7 @@
 watch reports and answers. Nothing here names a condition, model or utterance; errors are friendly."""
 from __future__ import annotations
 
+import functools
 import json
 from urllib.parse import urlencode
 
@@ -194,44 +195,45 @@ def _json_body(request) -> dict:
     return body
 
 
-def _json_error(exc: services.ServiceError) -> JsonResponse:
-    return JsonResponse({"ok": False, "error": exc.code, "message": exc.message}, status=exc.status)
+def participant_api(view):
+    """A participant's JSON endpoint: POST only, never cached; the view gets (request, participant, body)
+    and returns (payload, status). No session is a 403; a refused request is its ServiceError as JSON."""
+
+    @never_cache
+    @require_POST
+    @functools.wraps(view)
+    def wrapper(request, study_token: str):
+        participant = _session_participant(request, study_token)
+        if participant is None:
+            return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."},
+                                status=403)
+        try:
+            payload, status = view(request, participant, _json_body(request))
+        except services.ServiceError as exc:
+            return JsonResponse({"ok": False, "error": exc.code, "message": exc.message}, status=exc.status)
+        return JsonResponse({"ok": True, **payload}, status=status)
+
+    return wrapper
 
 
-@never_cache
-@require_POST
-def watch(request, study_token: str):
-    try:
-        _, participant = _require_participant(request, study_token)
-        body = _json_body(request)
-        slot = body.get("slot")
-        if isinstance(slot, bool) or not isinstance(slot, int):
-            raise services.ServiceError("slot must be a whole number.")
-        ended = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
-                                      slot=slot, report=body)
-    except Http404:
-        return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."}, status=403)
-    except services.ServiceError as exc:
-        return _json_error(exc)
-    return JsonResponse({"ok": True, "ended": ended})
+@participant_api
+def watch(request, participant, body):
+    slot = body.get("slot")
+    if isinstance(slot, bool) or not isinstance(slot, int):
+        raise services.ServiceError("slot must be a whole number.")
+    ended = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
+                                  slot=slot, report=body)
+    return {"ended": ended}, 200
 
 
-@never_cache
-@require_POST
-def answer(request, study_token: str):
-    try:
-        _, participant = _require_participant(request, study_token)
-        body = _json_body(request)
-        trial, created = services.trial_answer(
-            participant=participant,
-            trial_public_id=str(body.get("trial", "")),
-            submission_id=str(body.get("submission_id", "")),
-            answers=body.get("answers"),
-            answer_ms=body.get("answer_ms"),
-        )
-    except Http404:
-        return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."}, status=403)
-    except services.ServiceError as exc:
-        return _json_error(exc)
-    return JsonResponse({"ok": True, "saved": created, "next": reverse("take", args=[study_token])},
-                        status=201 if created else 200)
+@participant_api
+def answer(request, participant, body):
+    _, created = services.trial_answer(
+        participant=participant,
+        trial_public_id=str(body.get("trial", "")),
+        submission_id=str(body.get("submission_id", "")),
+        answers=body.get("answers"),
+        answer_ms=body.get("answer_ms"),
+    )
+    next_page = reverse("take", args=[participant.study.public_token])
+    return {"saved": created, "next": next_page}, 201 if created else 200
