@@ -101,6 +101,7 @@ def dashboard(study: Study) -> dict:
     spec = version.spec
     parts = data_participants(study)
     status_counts = dict(parts.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    source_counts = dict(parts.values_list("source").annotate(n=Count("id")).values_list("source", "n"))
     completed = parts.filter(status=Participant.Status.COMPLETED)
     excluded_ids = set(Exclusion.objects.filter(participant__in=completed).values_list("participant_id", flat=True))
     valid = [p for p in completed.only("id", "started_at", "completed_at") if p.id not in excluded_ids]
@@ -123,6 +124,7 @@ def dashboard(study: Study) -> dict:
         "quota": spec["recruitment"]["quota"],
         "valid_completions": len(valid),
         "status_counts": status_counts,
+        "source_counts": source_counts,
         "started": sum(status_counts.values()),
         "per_condition": [
             {"condition": c, "embodiment": e, "valid": per_condition[(c, e)], "all": n}

@@ -39,6 +39,7 @@ def test_dashboard_counts_completions_exclusions_time_and_pay(driver, admin_clie
     assert abs(ctx["median_minutes"] - (minutes[0] + minutes[1]) / 2) < 1e-9
     assert abs(ctx["hourly_usd"] - 2.0 / (ctx["median_minutes"] / 60)) < 1e-9
     assert b"Placeholder clips" in r.content
+    assert ctx["source_counts"] == {"direct": 2}
 
 
 def test_preview_runs_as_a_participant_but_counts_nowhere(admin_client, demo_study):
