@@ -40,7 +40,10 @@ def position(participant: Participant) -> Position:
     if pages[participant.page_index]["type"] in ("training", "trials"):
         current = next((t for t in trials if t.page_index == participant.page_index and t.answered_at is None), None)
     if current is not None:
-        slots = list(TrialStimulus.objects.filter(trial=current).select_related("stimulus").order_by("slot"))
+        slots = list(
+            TrialStimulus.objects.filter(trial=current).select_related("stimulus")
+            .only("slot", "trial_id", "stimulus__token", "stimulus__duration_s").order_by("slot")
+        )
     return Position(min(done, total), total, current, slots)
 
 
@@ -54,13 +57,14 @@ def stimulus_for_sessions(participant_ids: list[str], stimulus_token: str) -> St
     (one query), or their study's audio/video check clip."""
     if not participant_ids:
         return None
-    ts = (
-        TrialStimulus.objects.select_related("stimulus")
-        .filter(trial__participant__public_id__in=participant_ids, stimulus__token=stimulus_token)
+    stimulus = (
+        Stimulus.objects.only("token", "file")
+        .filter(token=stimulus_token, id__in=TrialStimulus.objects.filter(
+            trial__participant__public_id__in=participant_ids).values("stimulus_id"))
         .first()
     )
-    if ts is not None:
-        return ts.stimulus
+    if stimulus is not None:
+        return stimulus
     for participant in Participant.objects.filter(public_id__in=participant_ids).select_related("version"):
         av = av_check_stimulus(participant.version.spec)
         if av is not None and av.token == stimulus_token:

@@ -551,12 +551,12 @@ def _clean_answer(question: dict, answer: dict, slots: list[TrialStimulus]) -> d
     if qtype == "likert":
         if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= question["points"]):
             raise ServiceError(f"Please choose one of the {question['points']} points.", code="off_scale")
-        return {"value": float(value), "stimulus": slots[0].stimulus}
+        return {"value": float(value), "stimulus_id": slots[0].stimulus_id}
     if qtype == "slider":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= 100):
             raise ServiceError("Slider values go from 0 to 100.", code="off_scale")
-        stimulus = next(s.stimulus for s in slots if s.slot == answer["slot"])
-        return {"value": float(value), "stimulus": stimulus}
+        stimulus_id = next(s.stimulus_id for s in slots if s.slot == answer["slot"])
+        return {"value": float(value), "stimulus_id": stimulus_id}
     choice = answer.get("choice")
     allowed = ["A", "B"] + (["tie"] if question["allow_tie"] else [])
     if choice not in allowed:
@@ -568,8 +568,8 @@ def _clean_answer(question: dict, answer: dict, slots: list[TrialStimulus]) -> d
     elif strength is not None:
         raise ServiceError("This question takes no strength.", code="off_scale")
     sign = {"A": -1, "B": 1, "tie": 0}[choice]
-    chosen = None if choice == "tie" else slots[0 if choice == "A" else 1].stimulus
-    return {"value": float(sign * (strength or 1)), "choice": choice, "strength": strength, "stimulus": chosen}
+    chosen = None if choice == "tie" else slots[0 if choice == "A" else 1].stimulus_id
+    return {"value": float(sign * (strength or 1)), "choice": choice, "strength": strength, "stimulus_id": chosen}
 
 
 def trial_answer(
@@ -605,7 +605,10 @@ def trial_answer(
     )
     if any(position < trial.position for position in open_positions):
         raise Conflict("Please answer the trials in order.", code="out_of_order")
-    slots = list(TrialStimulus.objects.filter(trial=trial).select_related("stimulus", "watch").order_by("slot"))
+    slots = list(
+        TrialStimulus.objects.filter(trial=trial).select_related("watch")
+        .only("slot", "role", "stimulus_id", "trial_id", "watch__ended").order_by("slot")
+    )
     for s in slots:
         if not (hasattr(s, "watch") and s.watch.ended):
             raise Conflict("Please watch the video to the end before answering.", code="not_watched")
