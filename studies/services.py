@@ -201,8 +201,11 @@ def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
 
 
 def study_utterance_names(spec: dict) -> list[str]:
-    """The rated utterances: those listed, or every corpus utterance that is not a check clip."""
+    """The rated utterances: as frozen when the version was stored; else those listed, or every corpus
+    utterance that is not a check clip."""
     stim = spec["stimuli"]
+    if "resolved_utterances" in stim:
+        return stim["resolved_utterances"]
     if stim["utterances"] != "all":
         return sorted(stim["utterances"])
     special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
@@ -230,6 +233,8 @@ def study_validate(*, text: str) -> dict:
     problems = _study_stimuli_problems(spec)
     if problems:
         raise SpecError(problems)
+    # Freeze the rated utterances: a corpus that grows later must not change a running study's design.
+    spec["stimuli"]["resolved_utterances"] = study_utterance_names(spec)
     return spec
 
 
@@ -357,11 +362,16 @@ def participant_start(
 def _create_trials(participant: Participant, spec: dict) -> None:
     corpus = Corpus.objects.get(name=spec["stimuli"]["corpus"])
     utterances = study_utterance_names(spec)
-    special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
-    training = sorted(
-        set(corpus.utterances.exclude(stimuli__condition__kind__in=special).values_list("name", flat=True))
-        - set(utterances)
+    cells = treatments(spec)
+    have = set(
+        Stimulus.objects.filter(utterance__corpus=corpus, condition__name__in=[c for c, _ in cells])
+        .values_list("utterance__name", "condition__name", "embodiment")
     )
+    # Practice uses utterances outside the rated ones when the corpus has some with every treatment's
+    # stimulus; otherwise the rated ones (whose stimuli the study's validation guarantees).
+    special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
+    candidates = set(corpus.utterances.exclude(stimuli__condition__kind__in=special).values_list("name", flat=True))
+    training = sorted(u for u in candidates - set(utterances) if all((u, c, e) in have for c, e in cells))
     plan = design.plan_trials(
         spec,
         utterances=utterances,
@@ -370,9 +380,12 @@ def _create_trials(participant: Participant, spec: dict) -> None:
         cell=participant.cell,
         seed=participant.seed,
     )
+    needed = {(ps.utterance, ps.condition, ps.embodiment) for planned in plan for ps in planned.slots}
     lookup = {
-        (s.utterance.name, s.condition.name, s.embodiment): s
-        for s in Stimulus.objects.filter(utterance__corpus=corpus).select_related("utterance", "condition")
+        (u, c, e): pk
+        for pk, u, c, e in Stimulus.objects.filter(
+            utterance__corpus=corpus, utterance__name__in={u for u, _, _ in needed}
+        ).values_list("pk", "utterance__name", "condition__name", "embodiment")
     }
     trials = Trial.objects.bulk_create([
         Trial(participant=participant, page_index=planned.page_index, position=position, kind=planned.kind,
@@ -382,10 +395,10 @@ def _create_trials(participant: Participant, spec: dict) -> None:
     slots = []
     for trial, planned in zip(trials, plan, strict=True):
         for slot_index, ps in enumerate(planned.slots):
-            stimulus = lookup.get((ps.utterance, ps.condition, ps.embodiment))
-            if stimulus is None:
+            stimulus_id = lookup.get((ps.utterance, ps.condition, ps.embodiment))
+            if stimulus_id is None:
                 raise ServiceError("This study is not ready yet (a video is missing).", code="not_ready")
-            slots.append(TrialStimulus(trial=trial, stimulus=stimulus, slot=slot_index, role=ps.role))
+            slots.append(TrialStimulus(trial=trial, stimulus_id=stimulus_id, slot=slot_index, role=ps.role))
     TrialStimulus.objects.bulk_create(slots)
 
 

@@ -105,3 +105,16 @@ def test_pilot_link_needs_the_key(demo_study):
 def test_unknown_study_token_is_a_plain_404(db):
     r = Client().get("/s/not-a-token/")
     assert r.status_code == 404
+
+
+def test_a_growing_corpus_changes_neither_the_rated_utterances_nor_practice(demo_study):
+    """An utterance added after the study was loaded (without the study's stimuli) is neither rated nor
+    drawn for practice: the version froze its utterances."""
+    from studies.models import Corpus, Trial, Utterance
+
+    corpus = Corpus.objects.get(name="demo-quick")
+    Utterance.objects.create(corpus=corpus, name="utt99", speaker="spk-a", metadata={"role": "speech"})
+    for _ in range(8):
+        p = start(demo_study)
+        names = set(Trial.objects.filter(participant=p).values_list("slots__stimulus__utterance__name", flat=True))
+        assert "utt99" not in names and {"utt01", "utt02", "utt03"} <= names
