@@ -355,7 +355,17 @@ def participant_start(
             seed=seed,
             user_agent=user_agent[:300],
         )
-        _create_trials(participant, spec)
+    # The trials are made after the study's lock is released, so arrivals queue only for the cell choice.
+    # Should that fail, the session is closed as abandoned (its cell is free again) and the person's id is
+    # released, so our failure never counts as their having taken part.
+    try:
+        with transaction.atomic():
+            _create_trials(participant, spec)
+    except Exception:
+        Participant.objects.filter(pk=participant.pk).update(
+            status=Participant.Status.ABANDONED, external_id_hash=None
+        )
+        raise
     return participant, False
 
 

@@ -118,3 +118,19 @@ def test_a_growing_corpus_changes_neither_the_rated_utterances_nor_practice(demo
         p = start(demo_study)
         names = set(Trial.objects.filter(participant=p).values_list("slots__stimulus__utterance__name", flat=True))
         assert "utt99" not in names and {"utt01", "utt02", "utt03"} <= names
+
+
+def test_a_start_that_fails_to_make_trials_frees_the_cell_and_the_worker(demo_study, monkeypatch):
+    real = design.plan_trials
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(design, "plan_trials", broken)
+    with pytest.raises(RuntimeError):
+        services.participant_start(study=demo_study, source="prolific", external_id="PID-1")
+    failed = Participant.objects.get(study=demo_study)
+    assert failed.status == "abandoned" and failed.external_id_hash is None
+    monkeypatch.setattr(design, "plan_trials", real)
+    retry, resumed = services.participant_start(study=demo_study, source="prolific", external_id="PID-1")
+    assert not resumed and retry.pk != failed.pk and retry.trials.exists()
