@@ -34,7 +34,9 @@ setup_python() {
   if ! python3 -c "import venv, ensurepip" 2>/dev/null; then apt_install python3-venv python3-dev; fi
   [ -x "$PY" ] || { say "creating the virtual environment (.venv)"; python3 -m venv "$VENV"; }
   # The stamp names everything that decides the environment's contents; same stamp = nothing to do.
-  local stamp; stamp=$(cat requirements.txt constraints.txt scripts/quickstart.sh | sha256sum | cut -c1-16)
+  # Bump ENV_RECIPE when the install steps below change.
+  local ENV_RECIPE="torch==2.13.0 PyOpenGL==3.1.10 numba-warm-1"
+  local stamp; stamp=$( (cat requirements.txt constraints.txt; echo "$ENV_RECIPE") | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "installing Python packages (pinned in requirements.txt)"
     "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
@@ -59,6 +61,12 @@ start_services() {
     say "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
     for _ in $(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  fi
+  if [ -z "${PG_DATABASE_URL:-}" ] && ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+    # A stock Debian cluster refuses password-less TCP logins: give the local role a password for the tests.
+    say "PostgreSQL wants a password on 127.0.0.1: setting one for the role 'postgres' (local tests only)"
+    runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'postgres'"
+    export PG_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/evalsite"
   fi
   if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     say "starting Redis"

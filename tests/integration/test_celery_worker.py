@@ -42,7 +42,8 @@ def worker(redis_broker):
     env = dict(
         os.environ,
         CELERY_BROKER_URL=redis_broker,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=f"postgres://{db['USER']}{':' + db['PASSWORD'] if db['PASSWORD'] else ''}"
+                     f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         MEDIA_ROOT=str(settings.MEDIA_ROOT),
     )
     proc = subprocess.Popen(
