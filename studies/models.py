@@ -220,9 +220,8 @@ class Participant(models.Model):
     def __str__(self):
         return str(self.public_id)
 
-    @property
-    def counts_for_data(self) -> bool:
-        return self.source not in {self.Source.PREVIEW, self.Source.PILOT}
+    # Previews and pilots run the study like anyone else but are never data: no quota, no export by default.
+    NON_DATA_SOURCES = (Source.PREVIEW, Source.PILOT)
 
 
 class Trial(models.Model):

@@ -9,7 +9,7 @@ from django.db.models import Count, Prefetch
 
 from .models import Condition, Exclusion, Participant, Response, Stimulus, Study, Trial, TrialStimulus
 
-NON_DATA_SOURCES = (Participant.Source.PREVIEW, Participant.Source.PILOT)
+NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
 
 
 def current_page(participant: Participant) -> dict:
@@ -99,6 +99,11 @@ def data_participants(study: Study, *, include_pilot: bool = False):
     return qs
 
 
+def valid_completions(study: Study):
+    """Completed data sessions with no exclusion: what fills a study's quota."""
+    return data_participants(study).filter(status=Participant.Status.COMPLETED, exclusions__isnull=True)
+
+
 def dashboard(study: Study) -> dict:
     """The researcher's overview: completions per condition and quota, exclusions by reason, times, pay."""
     version = study.current_version
@@ -108,8 +113,11 @@ def dashboard(study: Study) -> dict:
     source_counts = dict(parts.values_list("source").annotate(n=Count("id")).values_list("source", "n"))
     completed = parts.filter(status=Participant.Status.COMPLETED)
     excluded_ids = set(Exclusion.objects.filter(participant__in=completed).values_list("participant_id", flat=True))
-    valid = [p for p in completed.only("id", "started_at", "completed_at") if p.id not in excluded_ids]
-    minutes = [(p.completed_at - p.started_at).total_seconds() / 60 for p in completed if p.completed_at]
+    minutes = [
+        (done - started).total_seconds() / 60
+        for started, done in completed.values_list("started_at", "completed_at")
+        if done
+    ]
     median_minutes = statistics.median(minutes) if minutes else None
     reward = spec["recruitment"]["reward_usd"]
     hourly = (reward / (median_minutes / 60)) if median_minutes else None
@@ -126,7 +134,7 @@ def dashboard(study: Study) -> dict:
         "study": study,
         "version": version,
         "quota": spec["recruitment"]["quota"],
-        "valid_completions": len(valid),
+        "valid_completions": valid_completions(study).count(),
         "status_counts": status_counts,
         "source_counts": source_counts,
         "started": sum(status_counts.values()),

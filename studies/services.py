@@ -47,7 +47,7 @@ from .spec import SpecError, SpecProblem, parse_spec, treatments
 # the trial page was first served (plus a small allowance for clock granularity).
 MIN_PLAY_SHARE = 0.9
 PLAY_ALLOWANCE_S = 0.25
-NON_DATA_SOURCES = (Participant.Source.PREVIEW, Participant.Source.PILOT)
+NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
 
 
 class ServiceError(Exception):
@@ -277,19 +277,11 @@ def participants_reclaim_abandoned(*, study: Study) -> int:
     ).update(status=Participant.Status.ABANDONED)
 
 
-def _valid_completions(study: Study):
-    return (
-        Participant.objects.filter(study=study, status=Participant.Status.COMPLETED)
-        .exclude(source__in=NON_DATA_SOURCES)
-        .filter(exclusions__isnull=True)
-    )
-
-
 def _choose_cell(study: Study, spec: dict, rng: random.Random) -> int | None:
     """The least-filled cell, counting valid completions and live claims; None when the quota is met."""
     n_cells = design.cell_count(spec)
     per_cell = -(-spec["recruitment"]["quota"] // n_cells)  # ceil
-    done = Counter(_valid_completions(study).values_list("cell", flat=True))
+    done = Counter(selectors.valid_completions(study).values_list("cell", flat=True))
     if sum(done.values()) >= spec["recruitment"]["quota"]:
         return None
     claims = Counter(

@@ -61,8 +61,8 @@ def _placeholder_cache_path(audio: Path, jaw, fps, seed, caption) -> Path:
     return Path(settings.VAR_DIR) / "cache" / "placeholders" / f"{h.hexdigest()}.mp4"
 
 
-@shared_task(bind=True, name="studies.tasks.render_placeholder_stimulus", max_retries=3)
-def render_placeholder_stimulus(self, utterance_id: int, condition_id: int, embodiment: str = "avatar",
+@shared_task(name="studies.tasks.render_placeholder_stimulus")
+def render_placeholder_stimulus(utterance_id: int, condition_id: int, embodiment: str = "avatar",
                                 seed: int = 0, caption: str | None = None) -> str:
     """Make (once) the placeholder clip of one utterance x condition; returns the stimulus token."""
     from render import placeholder

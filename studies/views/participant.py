@@ -135,18 +135,18 @@ def take(request, study_token: str):
                         "We could not find your session in this browser. If this page is shown inside another "
                         "site, your browser may be blocking its cookies: open the study in a new tab.",
                         status=404, new_tab=new_tab)
+    if participant.status == Participant.Status.SCREENED_OUT:
+        # Recruited participants are paid for the screening: they get the study's screened-out code.
+        recruited = participant.source in (Participant.Source.PROLIFIC, Participant.Source.MTURK)
+        hand_back = _completion_context(participant, study.screened_out_code) if recruited else {}
+        return _message(request, "Thank you", "Unfortunately your audio or video check did not succeed, so this "
+                        "study cannot continue. You will not be penalised.", **hand_back)
+    if participant.status == Participant.Status.ABANDONED:
+        return _message(request, "Session expired", "This session was inactive for too long and has ended.")
     where = selectors.position(participant)
     ctx = {"study": study, "participant": participant, "progress_done": where.done,
            "progress_total": where.total, "progress_pct": round(100 * where.done / max(where.total, 1)),
            "study_token": study_token}
-    if participant.status == Participant.Status.SCREENED_OUT:
-        # Recruited participants are paid for the screening: they get the study's screened-out code.
-        recruited = participant.source in (Participant.Source.PROLIFIC, Participant.Source.MTURK)
-        ctx = _completion_context(participant, study.screened_out_code) if recruited else {}
-        return _message(request, "Thank you", "Unfortunately your audio or video check did not succeed, so this "
-                        "study cannot continue. You will not be penalised.", **ctx)
-    if participant.status == Participant.Status.ABANDONED:
-        return _message(request, "Session expired", "This session was inactive for too long and has ended.")
     page = selectors.current_page(participant)
     ctx["page"] = page
     ctx["page_index"] = participant.page_index
