@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 
 from . import services
 from .models import (
-    Condition, Corpus, Exclusion, Participant, Response, Stimulus, Study, StudyVersion, Trial, TrialStimulus,
-    Utterance, WatchRecord,
+    Condition, Corpus, Exclusion, Participant, Response, Stimulus, Study, StudyVersion, TrainedModel, Trial,
+    TrialStimulus, Utterance, WatchRecord,
 )
 from .spec import SpecError
 
@@ -32,6 +32,14 @@ class UtteranceAdmin(admin.ModelAdmin):
     list_display = ("name", "corpus", "speaker", "duration_s", "split")
     list_filter = ("corpus", "speaker", "split")
     search_fields = ("name", "transcript")
+
+
+@admin.register(TrainedModel)
+class TrainedModelAdmin(ReadOnlyAdmin):
+    """Trained with `manage.py train`; shown here to browse, never edited (the checkpoint is what counts)."""
+
+    list_display = ("name", "kind", "corpus", "status", "updated_at")
+    list_filter = ("kind", "status", "corpus")
 
 
 @admin.register(Condition)

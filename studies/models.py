@@ -28,6 +28,10 @@ def new_public_token() -> str:
 class Corpus(models.Model):
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
+    # Where the corpus came from and how it was checked and split: the import report, the split's seed,
+    # unit ("speaker" or "utterance") and ratios, so a split can be reproduced and cited.
+    import_report = models.JSONField(default=dict, blank=True)
+    split_settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,6 +49,8 @@ class Utterance(models.Model):
     duration_s = models.FloatField(null=True, blank=True)
     split = models.CharField(max_length=10, blank=True, help_text="train / val / test")
     audio_path = models.CharField(max_length=400, blank=True, help_text="relative to MEDIA_ROOT")
+    original_audio_path = models.CharField(max_length=400, blank=True, help_text="the file as imported")
+    motion_path = models.CharField(max_length=400, blank=True, help_text="motion clip (.npz), relative to MEDIA_ROOT")
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -75,6 +81,39 @@ class Condition(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class TrainedModel(models.Model):
+    """A generator (or inverse) model trained on a corpus: its checkpoint, progress and held-out metrics."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        TRAINING = "training"
+        DONE = "done"
+        FAILED = "failed"
+
+    name = models.SlugField(max_length=80, unique=True, help_text="what conditions refer to: model(name)")
+    kind = models.CharField(max_length=30, help_text="separate, joint, forked, glow, apc, audio2landmark, inverse")
+    corpus = models.ForeignKey(Corpus, on_delete=models.PROTECT, related_name="trained_models")
+    config = models.JSONField(default=dict, blank=True, help_text="overrides of the model's defaults")
+    init_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                  help_text="a checkpoint whose matching weights start this one (e.g. APC)")
+    pairs_path = models.CharField(max_length=400, blank=True,
+                                  help_text="inverse models: command/landmark pairs (.npz), relative to MEDIA_ROOT")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.JSONField(default=dict, blank=True, help_text="stage, epoch, losses, fraction done")
+    checkpoint_path = models.CharField(max_length=400, blank=True, help_text="relative to MEDIA_ROOT")
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.kind} on {self.corpus})"
 
 
 class Embodiment(models.TextChoices):

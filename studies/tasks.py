@@ -97,3 +97,23 @@ def render_placeholder_stimulus(utterance_id: int, condition_id: int, embodiment
 def render_ping(value: int) -> int:
     """A trivial task: answers only if a worker consumes the render queue (used by health checks)."""
     return value + 1
+
+
+@shared_task(name="studies.tasks.inference_train_model")
+def inference_train_model(model_id: int) -> str:
+    """Train one registered model (queue `inference`). Safe to run again after a worker died: a finished
+    model is left as it is and an interrupted one resumes from its last completed epoch."""
+    from . import generators
+
+    return generators.trained_model_run(model_id=model_id).status
+
+
+@shared_task(name="studies.tasks.inference_generate_split")
+def inference_generate_split(model_id: int, split: str = "test", seed: int = 0,
+                             temperature: float | None = None) -> list[str]:
+    """Generate a trained model's clips for one corpus split (clips that exist are kept)."""
+    from . import generators
+    from .models import TrainedModel
+
+    return generators.generate_split(model=TrainedModel.objects.get(pk=model_id), split=split, seed=seed,
+                                     temperature=temperature)

@@ -15,6 +15,8 @@ urlpatterns = [
     # researchers
     path("", researcher.home, name="home"),
     path("healthz", researcher.health, name="health"),
+    path("models/", researcher.model_list, name="model_list"),
+    path("models/<slug:name>/progress.json", researcher.model_progress, name="model_progress"),
     path("r/", researcher.study_list, name="study_list"),
     path("r/<slug:slug>/", researcher.study_dashboard, name="study_dashboard"),
     path("r/<slug:slug>/status/", researcher.study_status, name="study_status"),

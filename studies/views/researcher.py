@@ -1,4 +1,5 @@
-"""Researcher pages: the study list, a study's dashboard, opening/closing it, preview, CSV export, health."""
+"""Researcher pages: the study list, a study's dashboard, opening/closing it, preview, CSV export, trained
+models and their training progress, health."""
 from __future__ import annotations
 
 import io
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_POST
 from .. import selectors, services
 from ..exports import write_responses_csv
 from ..recruiting import prolific
-from ..models import Study
+from ..models import Study, TrainedModel
 from .participant import _remember
 
 
@@ -80,3 +81,16 @@ def study_export(request, slug):
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
     return response
+
+
+@login_required
+def model_list(request):
+    models = TrainedModel.objects.select_related("corpus").order_by("-created_at")
+    return render(request, "studies/researcher/models.html", {"models": models})
+
+
+@login_required
+def model_progress(request, name):
+    model = get_object_or_404(TrainedModel, name=name)
+    return JsonResponse({"name": model.name, "status": model.status, "progress": model.progress,
+                         "error": model.error})

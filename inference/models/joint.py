@@ -1,0 +1,84 @@
+"""`joint`: a multitask BLSTM — shared bidirectional LSTM layers, then one head per face region
+(Sadoughi & Busso, "Joint learning of speech-driven facial motion with bidirectional long-short term
+memory", IVA 2017).
+
+The shared layers learn what all regions need from 25 MFCCs + F0 + intensity; each region's head (one
+more BLSTM layer and a linear output) specialises. Loss: 1 − CCC averaged over every region's channels,
+so each task weighs by its number of channels. Compare with `separate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..features import FeatureSpec
+from . import Recipe, Stage, TrainSettings
+from .common import ccc_loss, region_clip, region_slices, region_space, region_targets, run_lstm
+
+
+@dataclass
+class Config:
+    fps: float = 25.0
+    features: str = "mfcc_prosody"
+    hidden: int = 64          # per direction, shared and head layers alike
+    shared_layers: int = 2
+    dropout: float = 0.1
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+class RegionHead(nn.Module):
+    def __init__(self, hidden: int, out_dim: int):
+        super().__init__()
+        self.lstm = nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, out_dim)
+
+    def forward(self, h, lengths=None):
+        return self.out(run_lstm(self.lstm, h, lengths))
+
+
+class JointBLSTM(nn.Module):
+    def __init__(self, in_dim: int, region_dims: dict[str, int], cfg: Config):
+        super().__init__()
+        self.shared = nn.LSTM(in_dim, cfg.hidden, num_layers=cfg.shared_layers, batch_first=True,
+                              bidirectional=True, dropout=cfg.dropout if cfg.shared_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleDict({r: RegionHead(cfg.hidden, d) for r, d in region_dims.items()})
+
+    def forward(self, x, lengths=None):
+        h = self.dropout(run_lstm(self.shared, x, lengths))
+        return torch.cat([head(h, lengths) for head in self.heads.values()], dim=-1)
+
+
+def feature_spec(cfg: Config) -> FeatureSpec:
+    return FeatureSpec(cfg.features, cfg.fps)
+
+
+def build(cfg: Config, in_dim: int, out_dim: int, space: dict) -> nn.Module:
+    dims = {r: s.stop - s.start for r, s in region_slices(space).items()}
+    if sum(dims.values()) != out_dim:
+        raise ValueError(f"regions cover {sum(dims.values())} channels but the targets have {out_dim}")
+    return JointBLSTM(in_dim, dims, cfg)
+
+
+def stages(cfg: Config) -> list[Stage]:
+    def loss(model, batch):
+        value = ccc_loss(model(batch["x"], batch["lengths"]), batch["y"], batch["mask"])
+        return value, {"1-ccc": float(value.detach())}
+
+    return [Stage("face", loss)]
+
+
+def predict(model, cfg, x, lengths, *, seeds, temperature=None):
+    return model(x, lengths)
+
+
+RECIPE = Recipe(
+    kind="joint", Config=Config, feature_spec=feature_spec,
+    fit_space=lambda cfg, clips: region_space(clips),
+    targets=lambda cfg, space, clip: region_targets(space, clip),
+    build=build, stages=stages, predict=predict,
+    to_clip=lambda cfg, space, values, fps: region_clip(space, values, fps),
+    description="shared BLSTM layers with a head per face region, 1 − CCC (Sadoughi & Busso)",
+)
