@@ -4,14 +4,15 @@ no motion).
 
 Every model is scored in two spaces:
 - its own layout (the recorded clip retargeted to it): CCC, RMSE and the first canonical correlation per
-  face region, the numbers of Sadoughi & Busso and Greenwood et al.;
+  face region, the numbers of Sadoughi & Busso and Greenwood et al. (the canonical correlation over all
+  held-out frames at once: one utterance has too few frames for the many channels);
 - the shared landmark space (`landmarks:ibug68`, every clip retargeted there): per-region CCC, and the
   landmark errors D-P, D-V, D-PL, D-VL, D-AL, D-AE, lip vertex error and upper-face dynamics deviation,
   so models with different outputs meet on one scale;
 plus, where a clip has head motion, head-rotation CCC/RMSE/CCA and the beat alignment of head motion with
 audio onsets; and, for sampling models, the diversity across samples.
 
-Metrics are computed per utterance and averaged over utterances; the table counts them.
+Other metrics are computed per utterance and averaged over utterances; the table counts them.
 """
 from __future__ import annotations
 
@@ -61,10 +62,13 @@ def _native_reference(pred: MotionClip, truth: MotionClip) -> tuple[MotionClip, 
 
 
 def _moving(values: np.ndarray) -> np.ndarray:
-    return values.std(axis=0) > 1e-6
+    """Channels that move (in float64: float32 gives identical values a spurious spread of ~1e-6)."""
+    return values.astype(np.float64).std(axis=0) > 1e-5
 
 
-def _region_scores(pred: MotionClip, truth: MotionClip, regions) -> dict[str, dict[str, float]]:
+def _region_scores(pred: MotionClip, truth: MotionClip, regions, pooled: dict, prefix: str) -> dict[str, dict[str, float]]:
+    """CCC and RMSE per region for one utterance; the region's frames are also kept in `pooled` for the
+    canonical correlation, which needs many more frames than channels (one utterance has too few)."""
     scores = {}
     for region in regions:
         try:
@@ -76,21 +80,19 @@ def _region_scores(pred: MotionClip, truth: MotionClip, regions) -> dict[str, di
         keep = _moving(t)
         if not keep.any():
             continue
-        scores[region] = {
-            "ccc": float(np.mean(M.ccc(p[:, keep], t[:, keep]))),
-            "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
-            "cca": float(M.cca_first(p[:, keep], t[:, keep])) if len(t) > 2 else float("nan"),
-        }
+        key = f"{prefix}:{region}"
+        scores[key] = {"ccc": float(np.mean(M.ccc(p[:, keep], t[:, keep]))),
+                       "rmse": float(np.sqrt(np.mean((p - t) ** 2)))}
+        pooled.setdefault(key, []).append((p, t))
     return scores
 
 
-def _head_scores(pred: MotionClip, ref: Reference) -> dict[str, float]:
+def _head_scores(pred: MotionClip, ref: Reference, pooled: dict) -> dict[str, float]:
     if pred.head_pose is None or ref.clip.head_pose is None:
         return {}
     p, t = pred.head_pose[:, :3], ref.clip.head_pose[:, :3]
     scores = {"ccc": float(np.mean(M.ccc(p, t))), "rmse": float(np.sqrt(np.mean((p - t) ** 2)))}
-    if len(t) > 2 and _moving(t).any() and _moving(p).any():
-        scores["cca"] = float(M.cca_first(p, t))
+    pooled.setdefault("head", []).append((p, t))
     if ref.audio is not None and len(ref.audio):
         onsets = M.audio_onsets(ref.audio, ref.sample_rate)
         if len(onsets) and _moving(p).any():
@@ -106,21 +108,22 @@ def _landmark_scores(pred: MotionClip, truth: MotionClip) -> dict[str, float]:
     return scores
 
 
-def score_clip(pred: MotionClip, ref: Reference) -> dict[str, dict[str, float]]:
-    """Every metric of one generated clip against one recorded clip: {region or space: {metric: value}}."""
+def score_clip(pred: MotionClip, ref: Reference, pooled: dict | None = None) -> dict[str, dict[str, float]]:
+    """Every per-utterance metric of one generated clip against one recorded clip: {region: {metric: value}}.
+    `pooled` collects each region's frames for the corpus-level canonical correlation."""
+    pooled = {} if pooled is None else pooled
     truth = ref.clip
     if pred.n_frames != truth.n_frames:
         raise MotionError(f"{ref.name}: generated {pred.n_frames} frames, recorded {truth.n_frames}")
-    out: dict[str, dict[str, float]] = {}
     native_pred, native_truth = _native_reference(pred, truth)
-    for region, values in _region_scores(native_pred, native_truth, REGIONS).items():
-        out[f"{native_pred.layout}:{region}"] = values
+    out: dict[str, dict[str, float]] = {}
+    if native_pred.layout != SHARED_LAYOUT:
+        out.update(_region_scores(native_pred, native_truth, REGIONS, pooled, native_pred.layout))
     shared_pred = retarget(native_pred, SHARED_LAYOUT)
     shared_truth = retarget(truth, SHARED_LAYOUT)
-    for region, values in _region_scores(shared_pred, shared_truth, REGIONS).items():
-        out[f"landmarks:{region}"] = values
+    out.update(_region_scores(shared_pred, shared_truth, REGIONS, pooled, "landmarks"))
     out["landmarks:all"] = _landmark_scores(shared_pred, shared_truth)
-    head = _head_scores(pred, ref)
+    head = _head_scores(pred, ref, pooled)
     if head:
         out["head"] = head
     return out
@@ -138,10 +141,11 @@ def evaluate(generated: dict[str, dict[str, MotionClip]], references: list[Refer
     table = M.MetricsTable()
     for model, clips in runs.items():
         per_key: dict[tuple[str, str], list[float]] = {}
+        pooled: dict[str, list] = {}
         for name, clip in clips.items():
             if name not in by_name:
                 raise MotionError(f"{model}: no recorded clip for utterance {name!r}")
-            for region, values in score_clip(clip, by_name[name]).items():
+            for region, values in score_clip(clip, by_name[name], pooled).items():
                 for metric, value in values.items():
                     if np.isfinite(value):
                         per_key.setdefault((region, metric), []).append(value)
@@ -150,6 +154,11 @@ def evaluate(generated: dict[str, dict[str, MotionClip]], references: list[Refer
         for (region, metric), values in per_key.items():
             grouped.setdefault(region, {})[metric] = float(np.mean(values))
             counts[region] = max(counts.get(region, 0), len(values))
+        for region, pairs in pooled.items():  # canonical correlation over all held-out frames at once
+            p = np.concatenate([a for a, _ in pairs])
+            t = np.concatenate([b for _, b in pairs])
+            if _moving(p).any() and _moving(t).any():
+                grouped.setdefault(region, {})["cca"] = float(M.cca_first(p, t))
         if samples and model in samples:
             div = [M.diversity(np.stack([s.values for s in group])) for group in samples[model].values() if len(group) > 1]
             if div:

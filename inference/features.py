@@ -63,7 +63,7 @@ from inference.audio import SAMPLE_RATE, atomic_output, content_sha256, decode
 log = logging.getLogger(__name__)
 
 # Bump whenever any kind's computation changes, so every cached feature file is recomputed.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 KINDS = ("logmel", "fbank", "mfcc_prosody", "egemaps", "mel_slices")
 LOG_FLOOR = 1e-6  # added to mel power before the log: about -138 dB, far below any recorded speech
 DB_FLOOR = 1e-10  # smallest power before 10·log10 in the MFCCs (librosa.power_to_db's amin)
@@ -353,7 +353,9 @@ def _mel_slices(samples: np.ndarray, sample_rate: int, spec: FeatureSpec, centre
     fine = np.log(_mel_power(samples, sample_rate, np.arange(n_fine) * hop_s, window, spec.param("n_mels"))
                   + LOG_FLOOR)
     # The slice's middle, (first + (context - 1) / 2) * hop_s, is the motion frame's centre within hop_s / 2.
-    first = np.floor(centres_s / hop_s - (context - 1) / 2 + 0.5).astype(np.int64)
+    # Round away float noise before flooring: at 25 fps with an even context every start is an exact tie,
+    # which must always go the same way (half up), or slices jump by 3 or 5 fine frames instead of 4.
+    first = np.floor(np.round(centres_s / hop_s - (context - 1) / 2, 6) + 0.5).astype(np.int64)
     index = np.clip(first[:, None] + np.arange(context), 0, n_fine - 1)
     return fine[index]
 

@@ -58,6 +58,8 @@ def generate_many(model: LoadedModel | str | os.PathLike, audios: list, *, seed:
                   cache_dir: str | os.PathLike | None = None) -> list[MotionClip]:
     model = _loaded(model)
     model.model.eval()  # dropout off: generation is deterministic wherever the model is
+    # Record the temperature a sampling model really used (its config's default when none is given).
+    used_temperature = temperature if temperature is not None else getattr(model.config, "temperature", None)
     xs = [_features(model, a, (n_frames or [None] * len(audios))[i], cache_dir) for i, a in enumerate(audios)]
     clips: list[MotionClip | None] = [None] * len(xs)
     # Longest first, so each batch pads little.
@@ -78,5 +80,5 @@ def generate_many(model: LoadedModel | str | os.PathLike, audios: list, *, seed:
             source = audios[i] if not isinstance(audios[i], np.ndarray) else "<samples>"
             clips[i] = clip.with_values(clip.values, source=f"model:{model.kind}", model=model.kind,
                                         checkpoint=Path(model.path).name, checkpoint_sha256=model.sha256,
-                                        seed=seed, temperature=temperature, audio=str(source))
+                                        seed=seed, temperature=used_temperature, audio=str(source))
     return clips

@@ -172,8 +172,10 @@ def fit_stages(model: torch.nn.Module, rec: Recipe, cfg, train_set: list[Sequenc
     for stage_index in range(first_stage, len(stages)):
         stage = stages[stage_index]
         settings = stage.settings or cfg.train
-        params = list(stage.parameters(model)) if stage.parameters else list(model.parameters())
-        optimiser = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        # A stage may hand over parameters or optimiser groups (e.g. a smaller rate for a pre-trained part).
+        groups = list(stage.parameters(model)) if stage.parameters else list(model.parameters())
+        params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+        optimiser = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         epoch, best_val, best_state, bad_epochs = 0, math.inf, None, 0
         rng = np.random.default_rng(settings.seed + 1000 * stage_index)
         torch.manual_seed(settings.seed + 1000 * stage_index)
@@ -306,8 +308,7 @@ def _fit_and_save(rec: Recipe, cfg, space, sequences, out_path: Path, *, progres
     x0, y0 = normalised["train"][0].x, normalised["train"][0].y
     in_dim = x0.shape[-1] if x0.ndim == 2 else tuple(x0.shape[1:])
     model = rec.build(cfg, in_dim, y0.shape[-1], space)
-    if init_from:
-        _init_from(model, load_checkpoint(init_from))
+    initialised = _init_from(model, load_checkpoint(init_from)) if init_from else None
     resume_path = out_path.with_name(out_path.name + ".resume")
     history = fit_stages(model, rec, cfg, normalised["train"], normalised.get("val", []),
                          resume_path=resume_path, progress=progress)
@@ -316,20 +317,28 @@ def _fit_and_save(rec: Recipe, cfg, space, sequences, out_path: Path, *, progres
         "config": config_to_dict(cfg), "feature_spec": _spec_dict(rec.feature_spec(cfg)),
         "feature_norm": fnorm.to_dict(), "target_norm": tnorm.to_dict(), "space": _storable(space),
         "in_dim": in_dim, "out_dim": int(y0.shape[-1]), "model": model.state_dict(), "history": history,
+        "initialised_from": initialised,
     }
     _atomic_torch_save(payload, out_path)
     resume_path.unlink(missing_ok=True)
     return load_checkpoint(out_path)
 
 
-def _init_from(model: torch.nn.Module, source: LoadedModel) -> None:
-    """Copy every parameter whose name and shape match (e.g. `encoder.*` from an APC checkpoint)."""
+def _init_from(model: torch.nn.Module, source: LoadedModel) -> dict:
+    """Copy every parameter whose name and shape match (e.g. `encoder.*` from an APC checkpoint); a
+    parameter of the same name but another shape means the two were built differently: refuse."""
     own = model.state_dict()
-    matched = {k: v for k, v in source.model.state_dict().items() if k in own and own[k].shape == v.shape}
+    theirs = source.model.state_dict()
+    clashes = [k for k, v in theirs.items() if k in own and own[k].shape != v.shape]
+    if clashes:
+        raise TrainingError(f"the {source.kind} checkpoint's {', '.join(clashes[:3])} have other shapes than this "
+                            "network's: give both the same sizes (e.g. encoder_hidden = the APC model's hidden)")
+    matched = {k: v for k, v in theirs.items() if k in own}
     if not matched:
         raise TrainingError(f"the {source.kind} checkpoint shares no weights with this network")
     own.update(matched)
     model.load_state_dict(own)
+    return {"checkpoint": Path(source.path).name, "sha256": source.sha256, "parameters": sorted(matched)}
 
 
 def _spec_dict(spec):

@@ -1,5 +1,6 @@
-"""A real Celery worker process, consuming the `render` queue from Redis and writing to the test
-database (PostgreSQL), makes a stimulus that did not exist; the stimulus passes the ffprobe checks."""
+"""Real Celery worker processes on Redis, writing to the test database (PostgreSQL): one consuming the
+`render` queue makes a stimulus that did not exist (and it passes the ffprobe checks); one consuming the
+`inference` queue trains a model registered by the researcher and publishes its progress."""
 import os
 import subprocess
 import sys
@@ -34,8 +35,7 @@ def redis_broker():
     client.flushdb()
 
 
-@pytest.fixture
-def worker(redis_broker):
+def _start_worker(redis_broker, queue):
     if connection.vendor != "postgresql":
         pytest.skip("the worker shares the test database, which needs PostgreSQL")
     db = connection.settings_dict
@@ -46,17 +46,33 @@ def worker(redis_broker):
                      f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         MEDIA_ROOT=str(settings.MEDIA_ROOT),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", "render", "--pool", "solo",
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", queue, "--pool", "solo",
          "--loglevel", "INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    yield proc
+
+
+def _stop(proc):
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def worker(redis_broker):
+    proc = _start_worker(redis_broker, "render")
+    yield proc
+    _stop(proc)
+
+
+@pytest.fixture
+def inference_worker(redis_broker):
+    proc = _start_worker(redis_broker, "inference")
+    yield proc
+    _stop(proc)
 
 
 def test_a_worker_process_renders_a_queued_stimulus(worker, redis_broker):
@@ -80,3 +96,32 @@ def test_a_worker_process_renders_a_queued_stimulus(worker, redis_broker):
     # The task was routed to the render queue and acknowledged only after it finished (acks_late).
     assert app.amqp.router.route({}, tasks.render_placeholder_stimulus.name)["queue"].name == "render"
     assert tasks.render_placeholder_stimulus.acks_late is True
+
+
+def test_an_inference_worker_trains_a_registered_model(inference_worker, redis_broker, tmp_path):
+    from django.core.management import call_command
+
+    from inference.synthetic import make_corpus
+    from studies import generators
+    from studies.models import Corpus, TrainedModel
+
+    make_corpus(tmp_path / "synthetic", n_utterances=6, seed=3)
+    call_command("import_corpus", str(tmp_path / "synthetic"), "--name", "worker-synth", "--split-by", "utterance",
+                 "--split", "0.5,0.25,0.25")
+    model = generators.trained_model_create(
+        name="worker-joint", kind="joint", corpus=Corpus.objects.get(name="worker-synth"),
+        config={"hidden": 8, "train": {"max_epochs": 3}})
+    with app.connection_for_write(redis_broker) as conn:
+        tasks.inference_train_model.apply_async(args=(model.pk,), connection=conn)
+    assert app.amqp.router.route({}, tasks.inference_train_model.name)["queue"].name == "inference"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        model.refresh_from_db()
+        if model.status in ("done", "failed"):
+            break
+        assert inference_worker.poll() is None, inference_worker.stdout.read()
+        time.sleep(0.5)
+    assert model.status == "done", model.error
+    assert model.progress["fraction"] == 1.0 and model.progress["epochs"] == 3
+    assert (Path(settings.MEDIA_ROOT) / model.checkpoint_path).exists()
+    assert TrainedModel.objects.get(pk=model.pk).checkpoint_path == "models/worker-joint.pt"
