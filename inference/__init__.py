@@ -1,3 +1,3 @@
 """inference/: the pure model library (no Django): audio decoding and speech features, the motion clip
-format and its importers, torch networks, training, generation and objective metrics. It is built by the
-corpus-and-models issue; the demo study's placeholder clips need none of it yet."""
+format and its importers, the synthetic demo corpus, torch networks (models/), training, generation,
+objective metrics and evaluation. studies/ (tasks, commands) is the only caller that knows the database."""

@@ -137,7 +137,10 @@ def evaluate(generated: dict[str, dict[str, MotionClip]], references: list[Refer
     runs = dict(generated)
     if baselines:
         runs["random_alignment"] = {r.name: random_alignment(r, references, seed=seed) for r in references}
-        runs["still"] = {r.name: still_like(r.clip, neutral=r.clip.values.mean(axis=0)) for r in references}
+        # One neutral face for every utterance (the mean of all recorded frames): a still face must not
+        # know each utterance's own average.
+        neutral = np.concatenate([r.clip.values for r in references]).mean(axis=0)
+        runs["still"] = {r.name: still_like(r.clip, neutral=neutral) for r in references}
     table = M.MetricsTable()
     for model, clips in runs.items():
         per_key: dict[tuple[str, str], list[float]] = {}

@@ -40,11 +40,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
-from .layouts import (  # noqa: F401  (re-exported: callers index landmarks with these)
-    IBUG68_BROWS, IBUG68_EYES, IBUG68_GROUPS as IBUG68_REGIONS, IBUG68_INNER_LIP, IBUG68_JAW, IBUG68_LEFT_BROW,
-    IBUG68_LEFT_EYE, IBUG68_LIPS, IBUG68_LIPS_AND_JAW, IBUG68_NOSE, IBUG68_OUTER_LIP, IBUG68_RIGHT_BROW,
-    IBUG68_RIGHT_EYE, IBUG68_UPPER_FACE,
-)
+from .layouts import IBUG68_INNER_LIP, IBUG68_LEFT_EYE, IBUG68_LIPS, IBUG68_LIPS_AND_JAW, IBUG68_RIGHT_EYE, \
+    IBUG68_UPPER_FACE
 
 
 class MetricInputError(ValueError):

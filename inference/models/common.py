@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..motion import MotionClip, retarget
+from . import Stage
 
 REGIONS = ("upper", "middle", "lower")
 
@@ -88,3 +89,20 @@ def region_clip(space: dict, values: np.ndarray, fps: float, head_pose: np.ndarr
         full = np.clip(full, 0.0, 1.0)
     return MotionClip(fps=fps, layout=space["layout"], values=full, channels=tuple(space["channels"]),
                       head_pose=head_pose)
+
+
+# --- the region models' training and prediction (separate and joint) --------------------------------------
+
+
+def ccc_stages(cfg) -> list[Stage]:
+    """One stage: the whole network on 1 − CCC of every region's channels."""
+    def loss(model, batch):
+        value = ccc_loss(model(batch["x"], batch["lengths"]), batch["y"], batch["mask"])
+        return value, {"1-ccc": float(value.detach())}
+
+    return [Stage("face", loss)]
+
+
+def predict_deterministic(model, cfg, x, lengths, *, seeds, temperature=None):
+    """A regression network's prediction: no sampling, so seeds and temperature change nothing."""
+    return model(x, lengths)

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ..features import FeatureSpec
-from . import Recipe, Stage, TrainSettings
-from .common import ccc_loss, region_clip, region_slices, region_space, region_targets, run_lstm
+from . import Recipe, TrainSettings
+from .common import (ccc_stages, predict_deterministic, region_clip, region_slices, region_space,
+                     region_targets, run_lstm)
 
 
 @dataclass
@@ -61,24 +62,11 @@ def build(cfg: Config, in_dim: int, out_dim: int, space: dict) -> nn.Module:
     return SeparateBLSTMs(in_dim, dims, cfg)
 
 
-def stages(cfg: Config) -> list[Stage]:
-    def loss(model, batch):
-        pred = model(batch["x"], batch["lengths"])
-        value = ccc_loss(pred, batch["y"], batch["mask"])
-        return value, {"1-ccc": float(value.detach())}
-
-    return [Stage("face", loss)]
-
-
-def predict(model, cfg, x, lengths, *, seeds, temperature=None):
-    return model(x, lengths)
-
-
 RECIPE = Recipe(
     kind="separate", Config=Config, feature_spec=feature_spec,
     fit_space=lambda cfg, clips: region_space(clips),
     targets=lambda cfg, space, clip: region_targets(space, clip),
-    build=build, stages=stages, predict=predict,
+    build=build, stages=ccc_stages, predict=predict_deterministic,
     to_clip=lambda cfg, space, values, fps: region_clip(space, values, fps),
     description="one BLSTM per face region, 1 − CCC (Sadoughi & Busso)",
 )

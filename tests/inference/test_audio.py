@@ -13,6 +13,8 @@ import wave
 import numpy as np
 import pytest
 
+from tests.inference.wavs import write_wav
+
 from inference.audio import (
     SAMPLE_RATE,
     AudioError,
@@ -21,18 +23,6 @@ from inference.audio import (
     decode,
     transcode_to_wav,
 )
-
-
-def write_wav(path, samples, sample_rate=SAMPLE_RATE):
-    """Write float samples in -1..1 ([n] mono or [n, channels]) as 16-bit PCM WAV."""
-    samples = np.asarray(samples, dtype=np.float64)
-    frames = samples.reshape(-1, 1 if samples.ndim == 1 else samples.shape[1])
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(frames.shape[1])
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(np.round(frames * 32767).astype("<i2").tobytes())
-    return path
 
 
 def ffmpeg(src, dst, *args):

@@ -6,11 +6,12 @@ in a few seconds; eGeMAPS (openSMILE) is the slowest kind and gets the shortest 
 """
 
 import json
-import wave
 
 import librosa
 import numpy as np
 import pytest
+
+from tests.inference.wavs import write_wav
 
 import inference.features as features
 from inference.audio import SAMPLE_RATE
@@ -30,15 +31,6 @@ from inference.features import (
 SR = SAMPLE_RATE
 FPS_VALUES = [25, 30, 29.97, 60]
 SILENT_LOG = np.log(features.LOG_FLOOR)
-
-
-def write_wav(path, samples, sample_rate=SR):
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(np.round(np.asarray(samples) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def harmonic_tone(f0, seconds, amplitude=0.3, harmonics=5):

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.inference.wavs import write_wav
+
 from inference import audio
 from inference.importers import (
     ArchiveLimits,
@@ -50,12 +52,7 @@ def write_voiced_wav(path, seconds=1.0, *, f0=140.0, amplitude=0.3, sample_rate=
     samples = amplitude * envelope * voice / 2.6 + noise
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(np.round(np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(path, samples, sample_rate)
 
 
 def ffmpeg_convert(src, dst, *args):
@@ -275,9 +272,7 @@ def test_own_npz_clips_and_a_landmark_csv_with_timestamps(tmp_path):
 def test_silent_and_unreadable_audio_name_the_file_and_nothing_is_written(tmp_path):
     src = tmp_path / "src"
     make_openface_corpus(src, speakers=("a",), per_speaker=3, metadata=False)
-    with wave.open(str(src / "a_00.wav"), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR)
-        w.writeframes(np.zeros(SR, "<i2").tobytes())
+    write_wav(src / "a_00.wav", np.zeros(SR))
     (src / "a_01.wav").write_bytes(b"RIFF but not really a wave file" * 10)
     result = import_corpus(src, tmp_path / "out")
     assert not result.ok and result.root is None

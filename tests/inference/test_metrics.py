@@ -9,13 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from inference.layouts import (
+    IBUG68_INNER_LIP, IBUG68_JAW, IBUG68_LEFT_EYE, IBUG68_LIPS_AND_JAW, IBUG68_RIGHT_EYE, IBUG68_UPPER_FACE,
+)
 from inference.metrics import (
-    IBUG68_INNER_LIP,
-    IBUG68_JAW,
-    IBUG68_LEFT_EYE,
-    IBUG68_LIPS_AND_JAW,
-    IBUG68_RIGHT_EYE,
-    IBUG68_UPPER_FACE,
     MetricInputError,
     MetricsTable,
     audio_onsets,

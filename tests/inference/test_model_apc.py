@@ -16,14 +16,6 @@ from inference.audio import SAMPLE_RATE
 from inference.models import apc, recipe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_config(**overrides) -> apc.Config:
     return apc.Config(**{"hidden": 32, "layers": 2, **overrides})
 

@@ -12,6 +12,8 @@ import wave
 
 import numpy as np
 import pytest
+
+from tests.inference.wavs import write_wav
 import torch
 
 from inference.audio import SAMPLE_RATE
@@ -20,14 +22,6 @@ from inference.layouts import ARKIT52
 from inference.models import apc, audio2landmark as a2l, recipe
 from inference.motion import MotionClip, frames_for_duration, retarget
 from inference.training import CorpusItem, _init_from, load_checkpoint, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_config(**overrides) -> a2l.Config:
@@ -231,14 +225,6 @@ def test_overfits_a_tiny_batch():
 APC_CONFIG = {"hidden": 32, "layers": 2, "train": {"max_epochs": 3, "crop_frames": 100, "batch_size": 4}}
 A2L_CONFIG = {"context": 8, "encoder_hidden": 32, "encoder_layers": 2, "hidden": 32,
               "train": {"max_epochs": 3, "crop_frames": 25, "batch_size": 4}}
-
-
-def write_wav(path, samples):
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(np.round(np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 @pytest.fixture(scope="module")

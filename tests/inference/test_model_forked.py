@@ -24,14 +24,6 @@ FPS = 25.0
 SAMPLE_RATE = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(seed: int = 0, **overrides) -> ForkedBLSTM:
     torch.manual_seed(seed)
     return ForkedBLSTM(FBANK, K, Config(**overrides))

@@ -25,14 +25,6 @@ FPS = 25.0
 SAMPLE_RATE = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(**overrides) -> Config:
     small = dict(window=16, steps=3, hidden=16, speech_hidden=8, speech_layers=2)
     return Config(**{**small, **overrides})

@@ -16,24 +16,16 @@ import torch
 
 from inference.features import Normalizer
 from inference.models import recipe
-from inference.models.inverse import (RECIPE, RIGID_POINTS, Config, InverseMLP, apply_inverse, build, fit_inverse,
+from inference.models.inverse import (RECIPE, RIGID_POINTS, Config, apply_inverse, build, fit_inverse,
                                       inverse_space, landmark_inputs, motor_clip, rigid_align, robot_for, stages)
 from inference.motion import MotionClip, MotionError
 from inference.robots import SIM_FACE, ActuatorSpec, RobotError, RobotProfile, robot_profile
-from inference.training import CorpusItem, TrainingError, load_checkpoint, train
+from inference.training import CorpusItem, load_checkpoint, train
 
 CHANNELS = SIM_FACE.channels  # 9 face actuators, then head.pan (±25°) and head.tilt (±15°)
 FACE = [i for i, c in enumerate(CHANNELS) if not c.startswith("head.")]
 HAS_FACE_GEOMETRY = importlib.util.find_spec("inference.face_geometry") is not None
 HAS_SYNTHETIC = importlib.util.find_spec("inference.synthetic") is not None
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- a fake robot --------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The training loop: seeded runs reproduce, an interrupted run resumes to the same weights, early stopping
 stops, checkpoints carry everything needed to generate, and bad input is refused clearly."""
-import wave
-
 import numpy as np
 import pytest
+
+from tests.inference.wavs import write_wav
 import torch
 
 from inference.layouts import ARKIT52
@@ -11,14 +11,6 @@ from inference.motion import MotionClip
 from inference.training import CorpusItem, TrainingError, load_checkpoint, train
 
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +25,7 @@ def items(tmp_path_factory):
         on = (np.sin(2 * np.pi * (1.3 + 0.2 * i) * t) > 0).astype(np.float32)
         audio = on * 0.3 * np.sin(2 * np.pi * 180 * t) + 0.003 * rng.standard_normal(len(t))
         wav = folder / f"u{i}.wav"
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR)
-            w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        write_wav(wav, audio)
         frames = round(seconds * 25)
         centres = (np.arange(frames) + 0.5) / 25
         values = np.zeros((frames, 52), np.float32)
