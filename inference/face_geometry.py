@@ -366,3 +366,64 @@ def apply_head_pose(points, head_pose) -> np.ndarray:
 
 __all__ = ["FaceProportions", "FaceModel", "DEFAULT_FACE", "NEUTRAL_IBUG68", "MIRROR_IBUG68", "N_POINTS",
            "neutral_face", "blendshape_basis", "arkit_to_ibug68", "head_rotation", "apply_head_pose", "HEAD_PIVOT"]
+
+
+# --- landmarks → blendshapes ---------------------------------------------------------------------------
+
+# Points that expressions hardly move (ends of the jaw at the ears, nose bridge and base, eye corners):
+# tracked faces are aligned on these before their expression is read.
+STABLE_POINTS = (0, 16, 27, 28, 29, 30, 33, 36, 39, 42, 45)
+
+
+def align_to(points: np.ndarray, target: np.ndarray, idx=STABLE_POINTS) -> np.ndarray:
+    """`points` [T, 68, 3] moved by the similarity transform (rotation, uniform scale, translation) that
+    best maps each frame's stable points onto `target`'s (Umeyama's least-squares method)."""
+    points = np.asarray(points, np.float64)
+    src = points[:, idx]
+    dst = np.asarray(target, np.float64)[list(idx)]
+    mu_s, mu_d = src.mean(axis=1, keepdims=True), dst.mean(axis=0, keepdims=True)
+    s0, d0 = src - mu_s, dst - mu_d
+    out = np.empty_like(points)
+    for t in range(len(points)):
+        u, sing, vt = np.linalg.svd(d0.T @ s0[t])
+        sign = np.sign(np.linalg.det(u @ vt)) or 1.0
+        fix = np.diag([1.0, 1.0, sign])
+        rotation = u @ fix @ vt
+        variance = (s0[t] ** 2).sum()
+        scale = (sing * np.diag(fix)).sum() / variance if variance > 0 else 1.0
+        out[t] = scale * (points[t] - mu_s[t]) @ rotation.T + mu_d
+    return out
+
+
+def ibug68_to_arkit(points, *, face: FaceModel = DEFAULT_FACE, reference=None) -> np.ndarray:
+    """ARKit weights `[T, 52]` in 0..1 whose face model best reproduces tracked landmarks `[T, 68, 3]`.
+
+    Each frame is aligned to the model's neutral face on the stable points (so head motion and the
+    tracked person's size drop out); the expression is the frame's displacement from `reference` (the
+    tracked face at rest; by default the clip's frame nearest the per-point median, which suits clips
+    that spend most of their time near neutral); the weights are the bounded least-squares fit (0 ≤ w ≤ 1) of the
+    model's displacement fields to it. Channels that move no landmark (gaze, tongue) stay 0.
+    """
+    from scipy.optimize import lsq_linear
+
+    points = np.asarray(points, np.float64)
+    if points.ndim != 3 or points.shape[1:] != (N_POINTS, 3):
+        raise ValueError(f"landmarks must be [frames, 68, 3], got shape {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("landmarks hold NaN or infinite values; interpolate or drop those frames first")
+    neutral = face.neutral.astype(np.float64)
+    aligned = align_to(points, neutral)
+    if reference is None:  # the clip's most typical frame: the one nearest the per-point median
+        median = np.median(aligned, axis=0)
+        rest = aligned[np.argmin(((aligned - median) ** 2).sum(axis=(1, 2)))]
+    else:
+        rest = align_to(np.asarray(reference)[None], neutral)[0]
+    displacement = (aligned - rest).reshape(len(points), -1)
+    basis = face.basis.reshape(len(ARKIT52), -1).astype(np.float64)
+    active = np.flatnonzero(np.abs(basis).sum(axis=1) > 0)
+    design = basis[active].T  # [204, k]
+    weights = np.zeros((len(points), len(ARKIT52)), np.float32)
+    for t in range(len(points)):
+        fit = lsq_linear(design, displacement[t], bounds=(0.0, 1.0), method="bvls")
+        weights[t, active] = fit.x
+    return weights

@@ -6,7 +6,8 @@ metadata (source, seed, model, units). It is saved as one `.npz` with its metada
 every load. Frame i covers the time [i/fps, (i+1)/fps).
 
 Also here: frame-rate resampling, smoothing, cutting or looping to a length, region selection, retargeting
-between layouts (`openface_au → arkit52`, `arkit52 → landmarks:ibug68`) and PCA fitting.
+between layouts (`openface_au → arkit52`, `arkit52 ↔ landmarks:ibug68` through the linear face model of
+inference/face_geometry.py) and PCA fitting.
 """
 from __future__ import annotations
 
@@ -351,9 +352,18 @@ def _arkit_to_ibug68(clip: MotionClip) -> MotionClip:
                    metadata={**clip.metadata, "retargeted_from": "arkit52"})
 
 
+def _ibug68_to_arkit(clip: MotionClip) -> MotionClip:
+    from .face_geometry import ibug68_to_arkit
+
+    values = ibug68_to_arkit(clip.landmarks())
+    return replace(clip, layout="arkit52", channels=(), values=values,
+                   metadata={**clip.metadata, "retargeted_from": "landmarks:ibug68"})
+
+
 _RETARGETS = {
     ("openface_au", "arkit52"): _openface_to_arkit,
     ("arkit52", "landmarks:ibug68"): _arkit_to_ibug68,
+    ("landmarks:ibug68", "arkit52"): _ibug68_to_arkit,
 }
 
 

@@ -5,8 +5,8 @@ clips. The demo study's conditions differ only in the signal that drives the mou
 jaw envelope, another utterance's looped to length, a time-shifted one, or none), so everything else in
 a clip — the face, the seeded blinks — is the same for every condition with the same seed.
 
-Also home to `encode_stimulus`, the one way this project writes a stimulus video: raw RGB frames piped to
-ffmpeg, H.264 + AAC in an MP4 that passes `render.checks.check_stimulus`, written atomically.
+Clips are encoded with `render.encode.encode_stimulus`, the one encoder every stimulus goes through
+(re-exported here, with ExternalToolError, for older callers).
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import contextlib
 import functools
 import math
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
 import wave
-from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,13 +26,14 @@ import ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from render.checks import StimulusCheckError, StimulusFacts, check_stimulus
+from render.checks import StimulusFacts
+# The encoder lives in render/encode.py, shared with the real rigs; these names are re-exported so that
+# `from render.placeholder import encode_stimulus, ExternalToolError` keeps working.
+from render.encode import ExternalToolError, _atomic_output, _run_ffmpeg, _tail, encode_stimulus
+from render.encode import frame_rate as _frame_rate
+from render.overlays import font as _font
 
 SPEECH_SAMPLE_RATE = 16_000
-STIMULUS_AUDIO_RATE = 48_000  # AAC frames of 1024 samples stay shorter than one video frame
-AUDIO_BITRATE = "128k"
-# x264's output depends on its thread count; fixing it keeps encodes identical across machines.
-X264_THREADS = 4
 SILENCE_RMS = 1e-3  # about -60 dBFS: quieter frames count as a closed mouth, whatever the percentile
 ENVELOPE_PERCENTILE = 95
 SUPERSAMPLE = 2  # faces are drawn at twice the size and reduced, for smooth edges
@@ -55,15 +54,6 @@ TEETH = (250, 248, 240)
 TONGUE = (196, 90, 100)
 CAPTION_BOX = (252, 252, 252)
 CAPTION_TEXT = (24, 24, 32)
-
-
-class ExternalToolError(RuntimeError):
-    """espeak-ng or ffmpeg is missing or failed; `stderr_tail` holds the end of what it printed."""
-
-    def __init__(self, message: str, *, tool: str, stderr_tail: str = ""):
-        self.tool = tool
-        self.stderr_tail = stderr_tail
-        super().__init__(f"{message}: {stderr_tail}" if stderr_tail else message)
 
 
 # --- speech --------------------------------------------------------------------------------------------
@@ -286,11 +276,6 @@ def _draw_caption(draw: ImageDraw.ImageDraw, w: int, h: int, caption: str) -> No
                         fill=CAPTION_TEXT, anchor="mm", spacing=spacing, align="center")
 
 
-@functools.lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)  # Pillow's bundled font: no font files needed
-
-
 def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str]:
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
@@ -308,117 +293,6 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str
 
 def _box(cx: float, cy: float, rx: float, ry: float) -> tuple[float, float, float, float]:
     return (cx - rx, cy - ry, cx + rx, cy + ry)
-
-
-# --- encoding ------------------------------------------------------------------------------------------
-
-
-def encode_stimulus(
-    frames: Iterable[np.ndarray],
-    audio_wav: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    fps: float = 25,
-    width: int,
-    height: int,
-    crf: int = 20,
-) -> StimulusFacts:
-    """Encode RGB frames and a speech file into a stimulus MP4 at `out_path`, atomically; return its facts.
-
-    H.264 yuv420p at a constant frame rate, AAC 128k at 48 kHz with the audio padded or trimmed to the
-    video's length, +faststart, no metadata. Identical inputs give byte-identical files. The file is
-    checked with `check_stimulus` before it is moved into place, so only a passing file ever appears at
-    `out_path`. On any failure nothing is left at `out_path` or beside it; an ffmpeg failure raises
-    ExternalToolError carrying the end of ffmpeg's messages.
-    """
-    if width <= 0 or height <= 0 or width % 2 or height % 2:
-        raise ValueError(f"width and height must be positive and even for yuv420p, got {width}x{height}")
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf must be within 0..51, got {crf}")
-    if not Path(audio_wav).is_file():
-        raise FileNotFoundError(f"audio file not found: {audio_wav}")
-    rate = _frame_rate(fps)
-    out_path = Path(out_path)
-    with _atomic_output(out_path) as partial:
-        video_only = partial.with_name(partial.name + ".video.mp4")
-        try:
-            n_frames = _encode_video(frames, video_only, rate=rate, width=width, height=height, crf=crf)
-            _mux_with_audio(video_only, audio_wav, partial, duration_s=float(n_frames / rate))
-        finally:
-            video_only.unlink(missing_ok=True)
-        try:
-            facts = check_stimulus(partial)
-        except StimulusCheckError as exc:
-            raise StimulusCheckError(out_path, exc.failures) from exc
-    return facts
-
-
-def _encode_video(frames: Iterable[np.ndarray], path: Path, *, rate: Fraction, width: int, height: int,
-                  crf: int) -> int:
-    args = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=str(rate))
-        .output(str(path), f="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium",
-                threads=X264_THREADS, map_metadata=-1, fflags="+bitexact",
-                # Drop x264's SEI message, which spells out its version and settings inside the video.
-                **{"flags:v": "+bitexact", "bsf:v": "filter_units=remove_types=6"})
-        .global_args("-hide_banner", "-loglevel", "error")
-        .overwrite_output()
-        .compile()
-    )
-    n_frames = 0
-    with tempfile.TemporaryFile() as stderr:
-        try:
-            process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
-        except FileNotFoundError as exc:
-            raise ExternalToolError("ffmpeg is not installed; install the Debian package ffmpeg",
-                                    tool="ffmpeg") from exc
-        try:
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
-                    raise ValueError(
-                        f"frame {n_frames} has shape {frame.shape} and dtype {frame.dtype}; "
-                        f"expected ({height}, {width}, 3) uint8 RGB"
-                    )
-                process.stdin.write(np.ascontiguousarray(frame).tobytes())
-                n_frames += 1
-            process.stdin.close()
-            returncode = process.wait()
-            if n_frames == 0:
-                raise ValueError("no frames to encode")
-        except BrokenPipeError:
-            returncode = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            if process.stdin and not process.stdin.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    process.stdin.close()
-        if returncode != 0:
-            stderr.seek(0)
-            raise ExternalToolError("ffmpeg could not encode the video", tool="ffmpeg",
-                                    stderr_tail=_tail(stderr.read()))
-    return n_frames
-
-
-def _mux_with_audio(video_only: Path, audio_wav: str | os.PathLike, out: Path, *, duration_s: float) -> None:
-    duration = f"{duration_s:.6f}"
-    video = ffmpeg.input(str(video_only)).video
-    audio = ffmpeg.input(str(audio_wav)).audio.filter("apad", whole_dur=duration).filter("atrim", end=duration)
-    # Copying the video here, rather than encoding it in this step, keeps the encoder's name out of the
-    # MP4: ffmpeg tags every stream it encodes ("Lavc libx264" even with +bitexact) and the MP4 muxer
-    # stores that tag in the video sample description, where -map_metadata cannot reach it.
-    args = (
-        ffmpeg.output(video, audio, str(out), f="mp4", vcodec="copy", acodec="aac", ar=STIMULUS_AUDIO_RATE,
-                      map_metadata=-1, map_chapters=-1, fflags="+bitexact", movflags="+faststart",
-                      **{"b:a": AUDIO_BITRATE, "flags:a": "+bitexact", "map_metadata:s": -1})
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-        .overwrite_output()
-        .compile()
-    )
-    _run_ffmpeg(args, "ffmpeg could not add the audio to the video")
 
 
 # --- whole placeholder clips ---------------------------------------------------------------------------
@@ -497,14 +371,6 @@ def _moving_average(signal: np.ndarray, window: int) -> np.ndarray:
 # --- shared helpers ------------------------------------------------------------------------------------
 
 
-def _frame_rate(fps: float | Fraction) -> Fraction:
-    # Exact for ints and Fractions (30000/1001); a float such as 29.97 becomes the nearest small fraction.
-    rate = Fraction(fps) if isinstance(fps, (int, Fraction)) else Fraction(float(fps)).limit_denominator(1001)
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    return rate
-
-
 def _frames_for_samples(n_samples: int, sample_rate: int, rate: Fraction) -> int:
     return math.ceil(Fraction(n_samples) * rate / sample_rate)
 
@@ -537,40 +403,3 @@ def _read_audio_mono(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except ffmpeg.Error as exc:
         raise ExternalToolError(f"ffmpeg cannot decode {path}", tool="ffmpeg", stderr_tail=_tail(exc.stderr)) from exc
     return np.frombuffer(raw, dtype=np.float32), sample_rate
-
-
-def _run_ffmpeg(args: list[str], message: str) -> None:
-    try:
-        result = subprocess.run(args, capture_output=True, check=False)
-    except FileNotFoundError as exc:
-        raise ExternalToolError("ffmpeg is not installed; install the Debian package ffmpeg", tool="ffmpeg") from exc
-    if result.returncode != 0:
-        raise ExternalToolError(message, tool="ffmpeg", stderr_tail=_tail(result.stderr))
-
-
-@contextlib.contextmanager
-def _atomic_output(final_path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final_path`; on success fsync and rename it into place, else delete it."""
-    final_path = Path(final_path)
-    partial = final_path.with_name(f".{final_path.name}.{secrets.token_hex(6)}.partial")
-    try:
-        yield partial
-        with open(partial, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(partial, final_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
-        directory = os.open(final_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def _tail(stderr: bytes | str | None, limit: int = 1500) -> str:
-    if isinstance(stderr, bytes):
-        stderr = stderr.decode("utf-8", "replace")
-    text = (stderr or "").strip()
-    return text[-limit:]

@@ -155,3 +155,21 @@ def test_pca_retains_the_stated_variance_and_full_rank_is_lossless():
     full = fit_pca([clip], k=52)
     np.testing.assert_allclose(from_pca(to_pca(clip, full)).values, clip.values, atol=1e-3)
     np.testing.assert_allclose(full.components @ full.components.T, np.eye(52), atol=1e-4)
+
+
+def test_landmarks_retarget_back_to_the_blendshapes_that_made_them_under_head_motion_and_scale():
+    from inference.face_geometry import apply_head_pose
+
+    rng = np.random.default_rng(4)
+    weights = np.zeros((60, 52), np.float32)
+    moving = ["jawOpen", "mouthSmileLeft", "browInnerUp", "eyeBlinkRight", "mouthPucker"]
+    for name in moving:
+        weights[40:, ARKIT52.index(name)] = rng.uniform(0, 1, 20)   # most frames rest: the reference
+    landmarks = retarget(MotionClip(fps=25, layout="arkit52", values=weights), "landmarks:ibug68").landmarks()
+    pose = np.zeros((60, 6))
+    pose[:, 1] = np.linspace(-20, 20, 60)            # the tracked head turns...
+    tracked = apply_head_pose(landmarks, pose) * 1.15 + 7.0   # ...and the tracked face is larger and elsewhere
+    clip = MotionClip(fps=25, layout="landmarks:ibug68", values=tracked.reshape(60, -1))
+    back = retarget(clip, "arkit52")
+    np.testing.assert_allclose(back.values, weights, atol=1e-3)
+    assert back.metadata["retargeted_from"] == "landmarks:ibug68"

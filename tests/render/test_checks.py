@@ -1,17 +1,29 @@
 """Tests for render.checks: a clean clip passes, and each way a clip can break the stimulus rule is caught.
 
-Clips are made here with the ffmpeg command line (not with render.placeholder), 64×64 and one second
-long, so these tests stand on their own and stay fast. Each broken clip differs from the clean one in one
+Clips are made here with the ffmpeg command line (not with render.placeholder), mostly 64×64 and one
+second long, so these tests stand on their own and stay fast. Each broken clip differs from the clean one in one
 respect where possible, and the test asserts that exactly that failure is reported.
 """
 
 import hashlib
+import math
 import struct
 import subprocess
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
-from render.checks import StimulusCheckError, StimulusFacts, check_stimulus, is_faststart, probe_stimulus
+from render.checks import (
+    StimulusCheckError,
+    StimulusFacts,
+    audio_level_dbfs,
+    check_stimulus,
+    is_faststart,
+    probe_stimulus,
+    reencode_upload,
+    usual_frame_rate,
+)
 
 TEST_PICTURE = "testsrc=size=64x64:rate=25"
 
@@ -260,3 +272,171 @@ def test_faststart_means_moov_before_mdat_at_top_level(tmp_path):
     assert is_faststart(fast) is True
     assert is_faststart(slow) is False
     assert is_faststart(wide) is False
+
+
+# --- silence, damage, uneven frames ------------------------------------------------------------------------
+
+
+def test_silent_audio_is_rejected_and_reencoding_is_not_offered(clips):
+    raw = encode(clips / "mute_raw.mp4")
+    clip = clips / "mute.mp4"
+    run_ffmpeg("-i", str(raw), "-f", "lavfi", "-t", "1", "-i", "anullsrc=r=48000:cl=mono", "-map", "0:v", "-map", "1:a",
+               "-c:v", "copy", "-c:a", "aac", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
+               "-movflags", "+faststart", str(clip))
+
+    with pytest.raises(StimulusCheckError) as caught:
+        check_stimulus(clip)
+
+    assert caught.value.failures == [
+        "the audio is silent (digital silence over the whole clip, below the -60 dBFS floor); mux the speech in: "
+        "a silent track usually means the wrong audio file, a muted export, or an audio offset past the end of "
+        "the speech"
+    ]
+    assert caught.value.reencode_helps is False
+    assert str(caught.value).endswith("Re-encoding cannot fix all of this: export or record the video again.")
+    assert audio_level_dbfs(clip) == -math.inf
+
+
+def test_quiet_audio_above_the_floor_passes_and_its_level_is_measured(clips, good_clip):
+    raw = encode(clips / "quiet_raw.mp4")
+    quiet = clips / "quiet.mp4"
+    run_ffmpeg("-i", str(raw), "-map", "0", "-c:v", "copy", "-af", "volume=-30dB", "-c:a", "aac",
+               "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "-movflags", "+faststart",
+               str(quiet))
+
+    check_stimulus(quiet)
+    # ffmpeg's test sine has amplitude 1/8: RMS 0.088, -21 dBFS; 30 dB quieter is -51 dBFS.
+    assert audio_level_dbfs(good_clip) == pytest.approx(-21.1, abs=0.5)
+    assert audio_level_dbfs(quiet) == pytest.approx(-51.1, abs=0.5)
+
+
+def test_a_truncated_upload_is_reported_as_damaged(clips, good_clip):
+    data = good_clip.read_bytes()
+    truncated = clips / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) * 2 // 3])  # moov comes first (+faststart), so ffprobe still reads it
+
+    with pytest.raises(StimulusCheckError) as caught:
+        check_stimulus(truncated)
+
+    damage = [f for f in caught.value.failures if f.startswith("the file is damaged")]
+    assert len(damage) == 1 and damage[0].endswith("it may be truncated or corrupt, so copy or export it again")
+    assert caught.value.reencode_helps is False
+
+
+def test_a_scrambled_upload_is_reported_as_damaged(clips, good_clip):
+    data = bytearray(good_clip.read_bytes())
+    rng = np.random.default_rng(0)
+    for position in np.arange(len(data) // 2, len(data) - 64, 37):  # the header and first half stay intact
+        data[position] = int(rng.integers(256))
+    scrambled = clips / "scrambled.mp4"
+    scrambled.write_bytes(bytes(data))
+
+    failures = failures_of(scrambled)
+
+    assert any(f.startswith("the file is damaged: decoding it fails (") for f in failures)
+
+
+def test_an_audio_only_file_is_rejected_for_having_no_video(clips):
+    sound = clips / "sound.m4a"
+    run_ffmpeg("-f", "lavfi", "-t", "1", "-i", "sine=sample_rate=48000", "-c:a", "aac", str(sound))
+
+    assert failures_of(sound) == ["the file has no video stream"]
+
+
+def test_uneven_frames_with_a_correct_average_are_rejected(clips):
+    # 10 s at 25 fps; frames 200-210 alternate 20 ms early and on time, so the average stays exactly 25 fps and
+    # ffprobe's base-rate guess (from the first seconds) also says 25: only the frame intervals tell.
+    raw = encode(clips / "uneven_raw.mp4", picture="testsrc=size=32x32:rate=25", seconds=10,
+                 extra=["-vf", r"settb=1/12800,setpts=(N/25+between(N\,200\,210)*mod(N\,2)*0.02)/TB",
+                        "-fps_mode", "passthrough", "-enc_time_base:v", "1/12800"])
+    clip = strip(raw, clips / "uneven.mp4")
+
+    failures = failures_of(clip)
+
+    assert failures == [
+        "the frame rate is variable: 10 of 249 frame intervals differ from 1/25 s = 40.0 ms (from 20.1 to 59.9 ms), "
+        "though the average is 25 fps; re-encode at a constant rate with -fps_mode cfr -r 25"
+    ]
+
+
+def test_a_concatenation_of_two_rates_is_rejected_and_the_usual_rate_suggested(clips, vfr_concat):
+    failures = failures_of(vfr_concat)
+
+    # ffprobe's base rate is 50 (both rates' timestamps fit it); 25 fps is what most frames were shown at.
+    assert any(f.startswith("the frame rate is variable (base rate 50 fps, average 18.")
+               and f.endswith("-fps_mode cfr -r 25") for f in failures)
+    assert usual_frame_rate(vfr_concat) == 25
+
+
+@pytest.fixture(scope="module")
+def vfr_concat(clips):
+    """1 s at 25 fps then 1 s at 10 fps in one variable-rate MP4, 4:4:4 chroma, metadata and all."""
+    path = clips / "concat.mp4"
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=63x48:rate=25:duration=1",
+               "-f", "lavfi", "-i", "testsrc=size=63x48:rate=10:duration=1",
+               "-f", "lavfi", "-t", "2", "-i", "sine=frequency=300:sample_rate=44100",
+               "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a",
+               "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p",
+               "-c:a", "aac", "-metadata", "title=model_B utt07", str(path))
+    return path
+
+
+# --- the offer to re-encode -------------------------------------------------------------------------------
+
+
+def test_fixable_failures_come_with_the_offer_to_reencode(clips, vfr_concat):
+    with pytest.raises(StimulusCheckError) as caught:
+        check_stimulus(vfr_concat)
+
+    assert caught.value.reencode_helps is True
+    assert "The platform can re-encode it to the rules for you (render.checks.reencode_upload)." in str(caught.value)
+
+
+def test_reencode_upload_fixes_a_variable_rate_444_odd_sized_tagged_upload(clips, vfr_concat):
+    fixed = clips / "concat_fixed.mp4"
+
+    facts = reencode_upload(vfr_concat, fixed)
+
+    assert check_stimulus(fixed) == facts
+    assert (facts.fps, facts.width, facts.height, facts.pix_fmt) == (25.0, 62, 48, "yuv420p")
+    # The 10 fps second became 25 fps without changing the clip's length.
+    assert facts.duration_s == pytest.approx(probe_stimulus(vfr_concat).duration_s, abs=0.04)
+    assert abs(facts.audio_duration_s - facts.duration_s) <= 0.04
+    assert sorted(p.name for p in clips.iterdir() if p.name.startswith(".")) == []
+
+
+def test_reencode_upload_keeps_the_sound_where_it_was_against_the_picture(clips):
+    late = clips / "late_sound.mp4"
+    run_ffmpeg("-f", "lavfi", "-t", "2", "-i", TEST_PICTURE, "-itsoffset", "0.5", "-f", "lavfi", "-t", "1.5",
+               "-i", "sine=frequency=1000:sample_rate=48000", "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+               "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(late))
+    fixed = clips / "late_sound_fixed.mp4"
+
+    reencode_upload(late, fixed, fps=25)
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(fixed), "-map", "0:a", "-ac", "1", "-ar", "48000",
+                          "-f", "f32le", "pipe:1"], capture_output=True, check=True).stdout
+    sound = np.abs(np.frombuffer(raw, dtype="<f4"))
+    assert np.argmax(sound > 0.5 * sound.max()) / 48000 == pytest.approx(0.5, abs=0.01)
+
+
+def test_reencode_upload_refuses_what_it_cannot_fix(clips, good_clip, tmp_path):
+    no_sound = encode(clips / "no_sound.mp4", audio=False)
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(good_clip.read_bytes()[: good_clip.stat().st_size // 2])
+
+    with pytest.raises(StimulusCheckError, match="no audio stream; re-encoding cannot add one") as caught:
+        reencode_upload(no_sound, tmp_path / "a.mp4")
+    assert caught.value.reencode_helps is False
+    with pytest.raises(StimulusCheckError, match="the file is damaged"):
+        reencode_upload(truncated, tmp_path / "b.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+def test_usual_frame_rate_of_constant_rate_files_is_their_own_rate(clips, good_clip):
+    film = encode(clips / "film.mp4", picture="testsrc=size=64x64:rate=24", seconds=0.5)
+    ntsc = encode(clips / "ntsc.mp4", picture="testsrc=size=64x64:rate=30000/1001", seconds=0.5)
+
+    assert usual_frame_rate(good_clip) == 25
+    assert usual_frame_rate(film) == 24  # not 24000/1001, though within 1 % of it
+    assert usual_frame_rate(ntsc) == Fraction(30000, 1001)

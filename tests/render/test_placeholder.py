@@ -267,7 +267,7 @@ def test_a_file_failing_the_checks_is_never_published(tmp_path, speech, monkeypa
     def reject(path):
         raise StimulusCheckError(path, ["video codec is mpeg4; re-encode with libx264 -pix_fmt yuv420p"])
 
-    monkeypatch.setattr(placeholder, "check_stimulus", reject)
+    monkeypatch.setattr("render.checks.check_stimulus", reject)  # the check render.encode runs before publishing
 
     with pytest.raises(StimulusCheckError, match=r"^clip.mp4 is not a usable stimulus video"):
         encode_stimulus(frames_of(3), speech, tmp_path / "clip.mp4", width=SIZE, height=SIZE)

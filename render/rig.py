@@ -1,0 +1,62 @@
+"""What a rig is, for the renderer: something that takes a motion clip and, for each frame, gives the
+posed parts (meshes) to draw. The avatar (render/avatar.py), a researcher's own mesh (render/custom_avatar.py)
+and the simulated robot (render/robot.py) are rigs; render/offscreen.py draws any of them the same way.
+
+A rig never needs torch: a clip in a layout the rig cannot take directly is converted before it arrives
+(`inference.motion.retarget` for the avatar, the robot inverse model for a robot — see studies/tasks.py).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference.motion import MotionClip
+
+
+class RigError(ValueError):
+    """A clip a rig cannot animate (wrong layout, out of range), or a rig that cannot be built; the message
+    says what and how to fix it."""
+
+
+@dataclass
+class Part:
+    """One mesh of a rig as posed in one frame.
+
+    `vertices` are in the rig's model space (millimetres; x right, y up, z towards the camera), already
+    deformed for this frame; `faces` index them and never change between frames of one rig, nor does
+    `name`. `transform` (4×4) places the part (e.g. the head on its neck). `static` parts have the same
+    vertices in every frame, so the renderer may upload them once. Colours are linear RGBA in 0..1, one for
+    the part or one per vertex ([N, 4]).
+    """
+
+    name: str
+    vertices: np.ndarray
+    faces: np.ndarray
+    color: tuple[float, float, float, float] | np.ndarray = (0.8, 0.8, 0.8, 1.0)
+    transform: np.ndarray = field(default_factory=lambda: np.eye(4, dtype=np.float32))
+    metallic: float = 0.0
+    roughness: float = 0.6
+    static: bool = False
+    smooth: bool = True
+
+
+class Rig(ABC):
+    """A face that can be animated by a motion clip in the layout named by `consumes`."""
+
+    name: str = "rig"
+    consumes: str = "arkit52"
+
+    @abstractmethod
+    def prepare(self, clip: MotionClip) -> MotionClip:
+        """The clip this rig will play: in its own layout and with what the rig physically does to it (a
+        robot's range, speed limit and latency). Raises RigError when it cannot take the clip."""
+
+    @abstractmethod
+    def parts(self, clip: MotionClip, frame: int) -> list[Part]:
+        """The posed parts of frame `frame` of a clip returned by `prepare`."""
+
+    def look_at(self) -> tuple[np.ndarray, float]:
+        """Where the camera should aim (model-space point, mm) and the height of the framed area (mm)."""
+        return np.array([0.0, 0.0, 0.0], np.float32), 300.0
