@@ -1,0 +1,488 @@
+"""The offscreen renderer: any rig's posed parts (render/rig.py) → RGB frames, with pyrender over OSMesa or EGL.
+
+One OpenGL context, one pyrender scene and one camera/light set are made per process and settings
+(`get_renderer`) and reused for every frame of every clip: making a context costs far more than drawing a
+frame. Parts marked `static` are uploaded once and only re-posed; moving parts are rebuilt each frame.
+
+The platform is chosen once (`choose_platform`): `PYOPENGL_PLATFORM` when set, else EGL when a short probe
+in a subprocess renders a triangle on a hardware device, else OSMesa. EGL on a software rasteriser
+(llvmpipe) works too, but OSMesa draws the same pixels faster on a CPU, so a software EGL counts as "not
+worth it". The choice is written back to `PYOPENGL_PLATFORM`, so child processes inherit it without
+probing again. pyrender and PyOpenGL are imported only after that, inside functions.
+
+Frames are deterministic (same parts and settings → the same bytes on one machine and platform). A frame
+that cannot be drawn raises `RenderError`; so does a frame in which the rig covers no pixel at all (it fell
+out of view) — a black or empty image is never passed on as a stimulus.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from render.rig import Part, Rig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inference.motion import MotionClip
+
+FRAMINGS = ("head", "head_and_shoulders")
+LIGHTINGS = ("studio", "flat")
+PLATFORMS = ("osmesa", "egl")
+PROBE_TIMEOUT_S = 30.0
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
+STATIC_CACHE_SIZE = 64  # static meshes kept uploaded (a few rigs' worth)
+
+_platform: str | None = None
+
+
+class RenderError(RuntimeError):
+    """A frame could not be rendered (OpenGL failed, a part is malformed, or the rig is out of view); the
+    message says which and what to do."""
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How a study's frames look. Sizes are pixels (even, for H.264 yuv420p); `background` is the sRGB
+    colour (0–255) of empty pixels; `framing` is how much of the rig's framed height (`Rig.look_at`) fills
+    the frame ("head": exactly that height; "head_and_shoulders": a wider shot that also shows the
+    shoulders); `lighting` is "studio" (soft key, fill and rim lights) or "flat" (even, nearly shadowless);
+    `fov_degrees` is the camera's vertical field of view; `supersample` renders k× larger and averages k×k
+    blocks for anti-aliasing (OSMesa has no multisample buffer, so this is how edges get smooth; 1 = off).
+    """
+
+    width: int = 512
+    height: int = 512
+    background: tuple[int, int, int] = (226, 231, 238)
+    framing: str = "head"
+    lighting: str = "studio"
+    fov_degrees: float = 20.0
+    supersample: int = 2
+
+    def __post_init__(self):
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"render {name} must be a whole number of pixels, got {value!r}")
+            if not 16 <= value <= 4096:
+                raise ValueError(f"render {name} must be between 16 and 4096 pixels, got {value}")
+            if value % 2:
+                raise ValueError(f"render {name} must be even (H.264 yuv420p halves it), got {value}; "
+                                 f"use {value + 1} or {value - 1}")
+            object.__setattr__(self, name, int(value))
+        background = tuple(self.background) if isinstance(self.background, (list, tuple)) else None
+        if (background is None or len(background) != 3
+                or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255
+                           for c in background)):
+            raise ValueError(f"background must be three sRGB integers 0–255, e.g. [226, 231, 238]; "
+                             f"got {self.background!r}")
+        object.__setattr__(self, "background", tuple(int(c) for c in background))
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {self.framing!r}; choose one of {', '.join(FRAMINGS)}")
+        if self.lighting not in LIGHTINGS:
+            raise ValueError(f"unknown lighting preset {self.lighting!r}; choose one of {', '.join(LIGHTINGS)}")
+        if not (isinstance(self.fov_degrees, (int, float)) and 5.0 <= float(self.fov_degrees) <= 90.0):
+            raise ValueError(f"fov_degrees must be between 5 and 90, got {self.fov_degrees!r}")
+        object.__setattr__(self, "fov_degrees", float(self.fov_degrees))
+        if isinstance(self.supersample, bool) or self.supersample not in (1, 2, 3, 4):
+            raise ValueError(f"supersample must be 1 (off), 2, 3 or 4, got {self.supersample!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["background"] = list(self.background)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RenderSettings":
+        if not isinstance(data, dict):
+            raise ValueError(f"render settings must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown render setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(data)
+        if isinstance(values.get("background"), list):
+            values["background"] = tuple(values["background"])
+        return cls(**values)
+
+
+# --- platform ------------------------------------------------------------------------------------------
+
+_PROBE_SCRIPT = r"""
+import os, sys
+os.environ["PYOPENGL_PLATFORM"] = "egl"
+import numpy as np, pyrender
+from OpenGL import GL
+tri = pyrender.Primitive(positions=np.array([[-1, -1, 0], [1, -1, 0], [0, 1, 0]], np.float32),
+                         indices=np.array([[0, 1, 2]], np.uint32),
+                         material=pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 0.0, 0.0, 1.0)))
+scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 1.0), ambient_light=(1.0, 1.0, 1.0))
+scene.add(pyrender.Mesh([tri]))
+pose = np.eye(4); pose[2, 3] = 3
+scene.add(pyrender.PerspectiveCamera(yfov=1.0), pose=pose)
+renderer = pyrender.OffscreenRenderer(32, 32)
+color, _ = renderer.render(scene, flags=pyrender.RenderFlags.FLAT)
+name = GL.glGetString(GL.GL_RENDERER)
+renderer.delete()
+ok = color[16, 16, 0] > 100 and color[0, 0].max() == 0
+print("RENDERER=" + (name.decode() if isinstance(name, bytes) else str(name)))
+sys.exit(0 if ok else 3)
+"""
+
+
+def probe_egl(timeout_s: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """Render a triangle with EGL in a subprocess (a crashing driver cannot take this process down).
+    Returns (whether it drew correctly on a hardware device, what happened)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], capture_output=True, text=True,
+                              timeout=timeout_s, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"EGL probe did not finish ({type(exc).__name__})"
+    renderer = next((line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("RENDERER=")), "")
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, f"EGL probe failed (exit {done.returncode}): {tail}"
+    if any(word in renderer.lower() for word in SOFTWARE_RENDERERS):
+        return False, f"EGL works but on a software rasteriser ({renderer}); OSMesa is faster there"
+    return True, f"EGL renders on {renderer}"
+
+
+def choose_platform() -> str:
+    """The OpenGL platform this process renders with ("osmesa" or "egl"), chosen once and exported in
+    `PYOPENGL_PLATFORM` (for pyrender, PyOpenGL and child processes). Call before pyrender is imported."""
+    global _platform
+    if _platform is not None:
+        return _platform
+    requested = os.environ.get("PYOPENGL_PLATFORM", "").strip().lower()
+    if requested:
+        if requested not in PLATFORMS:
+            raise RenderError(f"PYOPENGL_PLATFORM={requested!r} cannot render offscreen; set it to 'osmesa' "
+                              f"or 'egl', or unset it to let the renderer choose")
+        _platform = requested
+        return _platform
+    if "OpenGL" in sys.modules or "pyrender" in sys.modules:
+        raise RenderError("PyOpenGL was imported before an offscreen platform was chosen, so it is bound to a "
+                          "windowing platform; set PYOPENGL_PLATFORM=osmesa (or egl) in the environment, or call "
+                          "render.offscreen.choose_platform() before anything imports pyrender or OpenGL")
+    works, _reason = probe_egl()
+    _platform = "egl" if works else "osmesa"
+    os.environ["PYOPENGL_PLATFORM"] = _platform
+    return _platform
+
+
+# --- the renderer --------------------------------------------------------------------------------------
+
+
+def _look_at_pose(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
+    """A node pose at `eye` whose −z axis points at `target` (how pyrender aims cameras and lights)."""
+    forward = np.asarray(target, float) - np.asarray(eye, float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-6:
+        right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    true_up = np.cross(right, forward)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, true_up, -forward, eye
+    return pose
+
+
+# Directions point from the subject towards each light (x: the subject's left, the viewer's right; y up; z
+# towards the camera). "studio" is soft in the photographic sense: a key light with a fill at a third of its
+# strength and ambient light, so no side of the face goes dark, and two rims that separate the head from the
+# background. "flat" is mostly ambient, for stimuli that must not show any modelling by light.
+_LIGHTS = {
+    "studio": {
+        "ambient": 0.22,
+        "lights": [  # (direction towards the light, intensity, colour)
+            ((-0.6, 0.5, 0.8), 3.2, (1.0, 0.96, 0.9)),        # key: viewer's left, above, in front
+            ((0.8, 0.05, 0.6), 1.0, (0.9, 0.94, 1.0)),        # fill: viewer's right, lower, cooler
+            ((0.5, 0.6, -0.8), 2.4, (1.0, 1.0, 1.0)),         # rim: behind, above, viewer's right
+            ((-0.6, 0.2, -0.8), 1.2, (1.0, 1.0, 1.0)),        # second rim, other side
+        ],
+    },
+    "flat": {
+        "ambient": 0.8,
+        "lights": [((0.0, 0.25, 1.0), 1.6, (1.0, 1.0, 1.0))],
+    },
+}
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Smooth (area-weighted) unit vertex normals, float32."""
+    v = vertices.astype(np.float64, copy=False)
+    tri = v[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    idx = faces.ravel()
+    normals = np.stack([np.bincount(idx, weights=np.repeat(face_n[:, a], 3), minlength=len(v)) for a in range(3)],
+                       axis=1)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals /= np.where(length > 0, length, 1.0)
+    return normals.astype(np.float32)
+
+
+def _check_part(part: Part) -> None:
+    vertices = np.asarray(part.vertices)
+    faces = np.asarray(part.faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
+        raise RenderError(f"part {part.name!r}: vertices must be [N, 3], got shape {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise RenderError(f"part {part.name!r}: faces must be [M, 3] vertex indices, got shape {faces.shape}")
+    if not np.all(np.isfinite(vertices)):
+        bad = int((~np.isfinite(vertices)).any(axis=1).sum())
+        raise RenderError(f"part {part.name!r} has {bad} vertices with NaN/inf coordinates; the rig produced an "
+                          f"invalid pose (check the clip's values and the rig's deformations)")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise RenderError(f"part {part.name!r}: faces index vertices outside 0..{len(vertices) - 1}")
+    transform = np.asarray(part.transform)
+    if transform.shape != (4, 4) or not np.all(np.isfinite(transform)):
+        raise RenderError(f"part {part.name!r}: transform must be a finite 4×4 matrix")
+    color = np.asarray(part.color, dtype=np.float64)
+    if not np.all(np.isfinite(color)):
+        raise RenderError(f"part {part.name!r}: colour holds NaN/inf")
+
+
+def _fix_program_cache(pyrender) -> None:
+    """Make pyrender's shader-program cache hit under OSMesa.
+
+    pyrender keys its cache on `OpenGL.contextdata.getContext()`, which under OSMesa returns a new pointer
+    object on every call, so every draw recompiled its shader and the cache grew without bound (measured:
+    a quarter of the frame time). Each pyrender renderer owns its cache and its one context, so the key
+    needs no context part. Patched once per process, before the first renderer draws.
+    """
+    cache_class = pyrender.shader_program.ShaderProgramCache
+    if getattr(cache_class, "_evalsite_stable_key", False):
+        return
+    original = cache_class.get_program
+    contextdata = pyrender.shader_program.OpenGL.contextdata
+
+    def get_program(self, *args, **kwargs):
+        real = contextdata.getContext
+        contextdata.getContext = lambda *a, **k: 0
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            contextdata.getContext = real
+
+    cache_class.get_program = get_program
+    cache_class._evalsite_stable_key = True
+
+
+class Renderer:
+    """One OpenGL context and one scene, reused for every frame; see the module docstring."""
+
+    def __init__(self, settings: RenderSettings = RenderSettings()):
+        self.settings = settings
+        self.platform = choose_platform()
+        import pyrender
+
+        _fix_program_cache(pyrender)
+        self._pyrender = pyrender
+        scale = settings.supersample
+        try:
+            self._offscreen = pyrender.OffscreenRenderer(settings.width * scale, settings.height * scale)
+        except Exception as exc:  # the GL stack's own exception types vary by platform
+            raise RenderError(f"could not create an offscreen OpenGL context on {self.platform!r} "
+                              f"({type(exc).__name__}: {exc}); install libosmesa6 or set "
+                              f"PYOPENGL_PLATFORM=osmesa") from exc
+        lighting = _LIGHTS[settings.lighting]
+        bg = [c / 255.0 for c in settings.background] + [1.0]
+        self._scene = pyrender.Scene(bg_color=bg, ambient_light=[lighting["ambient"]] * 3)
+        self._camera_node = None
+        self._camera_key: tuple | None = None
+        for direction, intensity, colour in lighting["lights"]:
+            towards = np.asarray(direction, float) / np.linalg.norm(direction)
+            light = pyrender.DirectionalLight(color=colour, intensity=intensity)
+            self._scene.add(light, pose=_look_at_pose(towards * 1000.0, np.zeros(3)))
+        # (name, id(vertices), id(faces), colour, material) → (node, the part's arrays, kept alive so that
+        # their ids cannot be reused by other arrays while the entry exists)
+        self._static: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()
+        self._dynamic: dict[str, Any] = {}
+        self.frames_rendered = 0
+
+    # -- camera ------------------------------------------------------------------------------------------
+
+    def _place_camera(self, look_at: tuple[np.ndarray, float]) -> None:
+        target, height = look_at
+        target = np.asarray(target, dtype=np.float64).reshape(3)
+        height = float(height)
+        if not (np.all(np.isfinite(target)) and math.isfinite(height) and height > 0):
+            raise RenderError(f"the rig's look_at must be a finite point and a positive height, got {look_at!r}")
+        if self.settings.framing == "head_and_shoulders":
+            target = target + np.array([0.0, -0.38 * height, 0.0])
+            height *= 1.75
+        key = (tuple(target), height)
+        if key == self._camera_key:
+            return
+        fov = math.radians(self.settings.fov_degrees)
+        distance = (height / 2.0) / math.tan(fov / 2.0)
+        camera = self._pyrender.PerspectiveCamera(
+            yfov=fov, aspectRatio=self.settings.width / self.settings.height,
+            znear=max(distance - 2.0 * height, distance * 0.05), zfar=distance + 3.0 * height)
+        pose = np.eye(4)
+        pose[:3, 3] = target + np.array([0.0, 0.0, distance])
+        if self._camera_node is not None:
+            self._scene.remove_node(self._camera_node)
+        self._camera_node = self._scene.add(camera, pose=pose)
+        self._camera_key = key
+
+    # -- meshes ------------------------------------------------------------------------------------------
+
+    def _mesh(self, part: Part):
+        pyrender = self._pyrender
+        vertices = np.ascontiguousarray(part.vertices, dtype=np.float32)
+        faces = np.ascontiguousarray(part.faces, dtype=np.uint32)
+        color = np.asarray(part.color, dtype=np.float32)
+        per_vertex = color.ndim == 2
+        if per_vertex and color.shape != (len(vertices), 4):
+            raise RenderError(f"part {part.name!r}: per-vertex colours must be [{len(vertices)}, 4], "
+                              f"got {color.shape}")
+        if not part.smooth:  # flat shading: every face gets its own three vertices
+            vertices = vertices[faces.ravel()]
+            if per_vertex:
+                color = color[faces.ravel()]
+            faces = np.arange(len(vertices), dtype=np.uint32).reshape(-1, 3)
+        normals = vertex_normals(vertices, faces)
+        if per_vertex:
+            material = pyrender.MetallicRoughnessMaterial(
+                baseColorFactor=(1.0, 1.0, 1.0, 1.0), metallicFactor=part.metallic, roughnessFactor=part.roughness)
+            primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, color_0=color,
+                                           material=material)
+        else:
+            rgba = tuple(float(c) for c in color.reshape(-1)[:4]) if color.size >= 4 else (*color.tolist(), 1.0)
+            material = pyrender.MetallicRoughnessMaterial(
+                baseColorFactor=rgba, metallicFactor=part.metallic, roughnessFactor=part.roughness)
+            primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, material=material)
+        return pyrender.Mesh([primitive], is_visible=True)
+
+    def _sync_parts(self, parts: Sequence[Part]) -> None:
+        seen_static: set[tuple] = set()
+        seen_dynamic: set[str] = set()
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise RenderError(f"part names must be unique within a frame, got {names}")
+        for part in parts:
+            _check_part(part)
+            pose = np.asarray(part.transform, dtype=np.float64)
+            if part.static:
+                colour = part.color
+                colour_key = id(colour) if isinstance(colour, np.ndarray) else tuple(np.ravel(colour).tolist())
+                key = (part.name, id(part.vertices), id(part.faces), colour_key, part.metallic, part.roughness,
+                       part.smooth)
+                seen_static.add(key)
+                if key in self._static:
+                    node, _keep = self._static[key]
+                    self._static.move_to_end(key)
+                    if node not in self._scene.nodes:
+                        self._scene.add_node(node)
+                    self._scene.set_pose(node, pose)
+                else:
+                    node = self._pyrender.Node(name=part.name, mesh=self._mesh(part), matrix=pose)
+                    self._scene.add_node(node)
+                    self._static[key] = (node, (part.vertices, part.faces, colour))
+            else:
+                seen_dynamic.add(part.name)
+                old = self._dynamic.pop(part.name, None)
+                if old is not None:  # the scene indexes nodes by mesh, so a new mesh needs a new node
+                    self._scene.remove_node(old)
+                node = self._pyrender.Node(name=part.name, mesh=self._mesh(part), matrix=pose)
+                self._scene.add_node(node)
+                self._dynamic[part.name] = node
+        # Parts of another rig or an earlier frame leave the scene (their GL buffers are freed by pyrender).
+        for key, (node, _keep) in list(self._static.items()):
+            if key not in seen_static and node in self._scene.nodes:
+                self._scene.remove_node(node)
+        while len(self._static) > STATIC_CACHE_SIZE:
+            _key, (node, _keep) = self._static.popitem(last=False)
+            if node in self._scene.nodes:
+                self._scene.remove_node(node)
+        for name in list(self._dynamic):
+            if name not in seen_dynamic:
+                self._scene.remove_node(self._dynamic.pop(name))
+
+    # -- frames ------------------------------------------------------------------------------------------
+
+    def render(self, parts: Sequence[Part], *, look_at: tuple[np.ndarray, float]) -> np.ndarray:
+        """One frame `[height, width, 3]` uint8 of `parts` seen as framed by `look_at` (a rig's `look_at()`)."""
+        if not parts:
+            raise RenderError("nothing to render: the rig returned no parts for this frame")
+        self._sync_parts(parts)
+        self._place_camera(look_at)
+        try:
+            color, _depth = self._offscreen.render(self._scene)
+        except Exception as exc:
+            raise RenderError(f"OpenGL failed to draw the frame on {self.platform!r} "
+                              f"({type(exc).__name__}: {exc})") from exc
+        frame = np.asarray(color)
+        scale = self.settings.supersample
+        h, w = self.settings.height, self.settings.width
+        if frame.shape[:2] != (h * scale, w * scale) or frame.ndim != 3 or frame.shape[2] < 3:
+            raise RenderError(f"the renderer returned an image of shape {frame.shape}, expected "
+                              f"({h * scale}, {w * scale}, 3)")
+        frame = frame[:, :, :3]
+        if scale > 1:
+            blocks = frame.reshape(h, scale, w, scale, 3).astype(np.uint32).sum(axis=(1, 3))
+            area = scale * scale
+            frame = ((blocks + area // 2) // area).astype(np.uint8)
+        else:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if np.all(frame == np.asarray(self.settings.background, np.uint8)):
+            raise RenderError("the frame shows only background: the rig is out of view (check its head pose "
+                              "translation and look_at) or all its parts are degenerate")
+        self.frames_rendered += 1
+        return frame
+
+    def close(self) -> None:
+        """Free the OpenGL context (the renderer cannot be used afterwards)."""
+        if self._offscreen is not None:
+            try:
+                self._offscreen.delete()
+            finally:
+                self._offscreen = None
+                self._static.clear()
+                self._dynamic.clear()
+
+
+_renderers: dict[tuple[int, RenderSettings], Renderer] = {}
+
+
+def get_renderer(settings: RenderSettings = RenderSettings()) -> Renderer:
+    """The process-wide renderer for `settings` (made on first use; a forked child makes its own)."""
+    key = (os.getpid(), settings)
+    renderer = _renderers.get(key)
+    if renderer is None:
+        for stale in [k for k in _renderers if k[0] != os.getpid()]:
+            del _renderers[stale]  # a parent's GL context is not usable in a forked child
+        renderer = _renderers[key] = Renderer(settings)
+    return renderer
+
+
+def render_clip(rig: Rig, clip: "MotionClip", settings: RenderSettings = RenderSettings()) -> Iterator[np.ndarray]:
+    """Frames of `clip` played on `rig`, one per clip frame, as a generator (to stream into the encoder).
+
+    The rig's `prepare` and the renderer are set up before this returns, so a clip the rig cannot take
+    fails here rather than at the first frame.
+    """
+    prepared = rig.prepare(clip)
+    renderer = get_renderer(settings)
+    look_at = rig.look_at()
+
+    def frames() -> Iterator[np.ndarray]:
+        for index in range(prepared.n_frames):
+            yield renderer.render(rig.parts(prepared, index), look_at=look_at)
+
+    return frames()
+
+
+__all__ = ["RenderSettings", "RenderError", "Renderer", "get_renderer", "render_clip", "choose_platform",
+           "probe_egl", "vertex_normals", "FRAMINGS", "LIGHTINGS"]

@@ -1,0 +1,284 @@
+"""Tests for render.offscreen: settings, the platform choice, renderer reuse, determinism and failed frames.
+
+The rigs here are a few primitives built in this file (a ball on a block), so the renderer is tested on its
+own; the avatar is drawn in tests/render/test_avatar.py. Frames are small (64–128 px) to keep this fast.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from inference.motion import MotionClip
+from render import offscreen
+from render.offscreen import RenderError, Renderer, RenderSettings, get_renderer, render_clip
+from render.rig import Part, Rig
+
+SMALL = dict(width=96, height=96, supersample=1)
+
+
+def ball(radius=40.0, centre=(0.0, 0.0, 0.0)):
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    return (mesh.vertices + np.asarray(centre)).astype(np.float32), mesh.faces.astype(np.int32)
+
+
+class BallRig(Rig):
+    """A ball whose height follows the clip's first channel (mm), on a static block; for renderer tests."""
+
+    name = "ball"
+    consumes = "pca"
+
+    def __init__(self, offset=(0.0, 0.0, 0.0)):
+        self.ball = ball()
+        block = trimesh.creation.box(extents=(120.0, 30.0, 60.0))
+        self.block = (block.vertices.astype(np.float32) + np.float32([0, -70, 0]), block.faces.astype(np.int32))
+        self.offset = np.asarray(offset, np.float32)
+        self.prepared = 0
+
+    def prepare(self, clip):
+        self.prepared += 1
+        return clip
+
+    def parts(self, clip, frame):
+        v, f = self.ball
+        lift = np.float32([0.0, clip.values[frame, 0], 0.0])
+        return [Part("ball", v + lift + self.offset, f, color=(0.8, 0.3, 0.2, 1.0)),
+                Part("block", *self.block, color=(0.2, 0.4, 0.8, 1.0), static=True)]
+
+    def look_at(self):
+        return np.zeros(3, np.float32), 200.0
+
+
+def clip_of(heights):
+    values = np.asarray(heights, np.float32)[:, None]
+    return MotionClip(fps=25, layout="pca", values=values, channels=("height",), basis=_basis())
+
+
+def _basis():
+    from inference.motion import PCABasis
+
+    return PCABasis("arkit52", ("jawOpen",), np.zeros(1, np.float32), np.ones((1, 1), np.float32),
+                    np.ones(1, np.float32))
+
+
+# --- settings --------------------------------------------------------------------------------------------
+
+
+def test_settings_round_trip_through_a_dict():
+    settings = RenderSettings(width=640, height=360, background=(10, 20, 30), framing="head_and_shoulders",
+                              lighting="flat", fov_degrees=25.0, supersample=1)
+    data = settings.to_dict()
+    assert data["background"] == [10, 20, 30]
+    assert RenderSettings.from_dict(data) == settings
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(width=511), "even"),
+    (dict(height=99), "even"),
+    (dict(width=8), "between 16 and 4096"),
+    (dict(width=512.0), "whole number"),
+    (dict(framing="full_body"), "unknown framing"),
+    (dict(lighting="noir"), "unknown lighting"),
+    (dict(fov_degrees=170), "fov_degrees"),
+    (dict(background=(300, 0, 0)), "background"),
+    (dict(background="white"), "background"),
+    (dict(supersample=8), "supersample"),
+])
+def test_bad_settings_are_refused_with_the_reason(bad, message):
+    with pytest.raises(ValueError, match=message):
+        RenderSettings(**bad)
+
+
+def test_unknown_setting_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown render setting.*resolution"):
+        RenderSettings.from_dict({"resolution": 512})
+
+
+# --- platform --------------------------------------------------------------------------------------------
+
+
+def test_the_platform_comes_from_the_environment_when_set(monkeypatch):
+    monkeypatch.setattr(offscreen, "_platform", None)
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")
+    assert offscreen.choose_platform() == "osmesa"
+    monkeypatch.setattr(offscreen, "_platform", None)
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")
+    with pytest.raises(RenderError, match="osmesa' or 'egl'"):
+        offscreen.choose_platform()
+
+
+PROBE_ONCE = r"""
+import os, sys
+os.environ.pop("PYOPENGL_PLATFORM", None)
+import render.offscreen as o
+calls = []
+def fake_probe(timeout_s=30.0):
+    calls.append(1)
+    return False, "no EGL in this test"
+o.probe_egl = fake_probe
+first = o.choose_platform()
+second = o.choose_platform()
+assert "pyrender" not in sys.modules, "pyrender must not be imported to choose the platform"
+print(first, second, len(calls), os.environ["PYOPENGL_PLATFORM"])
+"""
+
+
+def test_the_platform_is_probed_once_and_exported_for_child_processes():
+    env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
+    done = subprocess.run([sys.executable, "-c", PROBE_ONCE], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["osmesa", "osmesa", "1", "osmesa"]
+
+
+# --- frames ----------------------------------------------------------------------------------------------
+
+
+def test_a_frame_has_the_size_and_background_asked_for():
+    settings = RenderSettings(width=128, height=64, background=(10, 200, 30), supersample=1)
+    frame = Renderer(settings).render(BallRig().parts(clip_of([0.0]), 0), look_at=BallRig().look_at())
+    assert frame.shape == (64, 128, 3) and frame.dtype == np.uint8
+    assert tuple(frame[0, 0]) == (10, 200, 30)  # a corner, where nothing is drawn
+    assert tuple(frame[32, 64]) != (10, 200, 30)  # the ball, in the middle
+
+
+def test_identical_parts_give_byte_identical_frames():
+    rig = BallRig()
+    clip = clip_of([0.0, 5.0])
+    renderer = Renderer(RenderSettings(width=96, height=96, supersample=2))
+    first = renderer.render(rig.parts(clip, 0), look_at=rig.look_at())
+    renderer.render(rig.parts(clip, 1), look_at=rig.look_at())  # something else in between
+    again = renderer.render(rig.parts(clip, 0), look_at=rig.look_at())
+    other = Renderer(RenderSettings(width=96, height=96, supersample=2)).render(rig.parts(clip, 0),
+                                                                                look_at=rig.look_at())
+    assert first.tobytes() == again.tobytes() == other.tobytes()
+
+
+def test_a_moving_part_moves_in_the_frame():
+    rig = BallRig()
+    renderer = Renderer(RenderSettings(**SMALL))
+    low = renderer.render(rig.parts(clip_of([0.0, 30.0]), 0), look_at=rig.look_at())
+    high = renderer.render(rig.parts(clip_of([0.0, 30.0]), 1), look_at=rig.look_at())
+
+    def top_row(frame):  # first row from the top where the red ball shows
+        red = (frame[:, :, 0] > 120) & (frame[:, :, 2] < 100)
+        return int(np.argmax(red.any(axis=1)))
+
+    # 30 mm up in a 200 mm tall frame of 96 px is about 14 px, less a little perspective
+    assert 8 <= top_row(low) - top_row(high) <= 18
+
+
+def test_the_renderer_is_made_once_for_many_frames_and_clips(monkeypatch):
+    import pyrender
+
+    made = []
+    original = pyrender.OffscreenRenderer
+
+    def counting(*args, **kwargs):
+        made.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pyrender, "OffscreenRenderer", counting)
+    settings = RenderSettings(width=80, height=80, supersample=1, background=(1, 2, 3))  # not used elsewhere
+    rig = BallRig()
+    frames = list(render_clip(rig, clip_of(np.linspace(0, 20, 12)), settings))
+    frames += list(render_clip(rig, clip_of(np.linspace(20, 0, 8)), settings))
+    assert len(frames) == 20 and len(made) == 1
+    assert get_renderer(settings) is get_renderer(settings)
+    assert rig.prepared == 2
+
+
+def test_static_parts_are_uploaded_once_and_moving_parts_every_frame(monkeypatch):
+    import pyrender
+
+    meshes = []
+    original = pyrender.Mesh.__init__
+
+    def counting(self, primitives, *args, **kwargs):
+        meshes.append(primitives[0].positions.shape[0])
+        original(self, primitives, *args, **kwargs)
+
+    monkeypatch.setattr(pyrender.Mesh, "__init__", counting)
+    rig = BallRig()
+    renderer = Renderer(RenderSettings(**SMALL))
+    clip = clip_of(np.linspace(0, 10, 5))
+    for i in range(5):
+        renderer.render(rig.parts(clip, i), look_at=rig.look_at())
+    n_ball, n_block = len(rig.ball[0]), len(rig.block[0])
+    assert n_ball != n_block
+    assert meshes.count(n_ball) == 5 and meshes.count(n_block) == 1 and len(meshes) == 6
+
+
+def test_render_clip_streams_one_frame_per_clip_frame_and_checks_the_clip_first():
+    rig = BallRig()
+    frames = render_clip(rig, clip_of([0.0, 1.0, 2.0]), RenderSettings(**SMALL))
+    assert rig.prepared == 1  # prepared before the first frame is asked for
+    assert not isinstance(frames, list)
+    assert len([f for f in frames]) == 3
+
+    class Refusing(BallRig):
+        def prepare(self, clip):
+            from render.rig import RigError
+
+            raise RigError("cannot take this clip")
+
+    from render.rig import RigError
+
+    with pytest.raises(RigError, match="cannot take"):
+        render_clip(Refusing(), clip_of([0.0]), RenderSettings(**SMALL))
+
+
+# --- failed frames ---------------------------------------------------------------------------------------
+
+
+def test_a_rig_out_of_view_is_an_error_not_an_empty_frame():
+    rig = BallRig(offset=(0.0, 5000.0, 0.0))
+    parts = [p for p in rig.parts(clip_of([0.0]), 0) if p.name == "ball"]
+    with pytest.raises(RenderError, match="out of view"):
+        Renderer(RenderSettings(**SMALL)).render(parts, look_at=rig.look_at())
+
+
+def test_a_part_with_nan_vertices_is_an_error():
+    rig = BallRig()
+    parts = rig.parts(clip_of([0.0]), 0)
+    parts[0].vertices = parts[0].vertices.copy()
+    parts[0].vertices[7, 1] = np.nan
+    with pytest.raises(RenderError, match="'ball' has 1 vertices with NaN"):
+        Renderer(RenderSettings(**SMALL)).render(parts, look_at=rig.look_at())
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda p: setattr(p, "faces", p.faces + 10_000), "outside"),
+    (lambda p: setattr(p, "vertices", p.vertices[:, :2]), r"\[N, 3\]"),
+    (lambda p: setattr(p, "transform", np.eye(3)), "4×4"),
+    (lambda p: setattr(p, "color", np.ones((3, 4), np.float32)), "per-vertex colours"),
+])
+def test_malformed_parts_are_errors(breakage, message):
+    rig = BallRig()
+    parts = rig.parts(clip_of([0.0]), 0)
+    breakage(parts[0])
+    with pytest.raises(RenderError, match=message):
+        Renderer(RenderSettings(**SMALL)).render(parts, look_at=rig.look_at())
+
+
+def test_a_failing_opengl_call_is_wrapped_with_the_reason(monkeypatch):
+    renderer = Renderer(RenderSettings(**SMALL))
+    rig = BallRig()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("GL_OUT_OF_MEMORY")
+
+    monkeypatch.setattr(renderer._offscreen, "render", broken)
+    with pytest.raises(RenderError, match="OpenGL failed.*GL_OUT_OF_MEMORY"):
+        renderer.render(rig.parts(clip_of([0.0]), 0), look_at=rig.look_at())
+
+
+def test_no_parts_and_a_bad_look_at_are_errors():
+    renderer = Renderer(RenderSettings(**SMALL))
+    with pytest.raises(RenderError, match="no parts"):
+        renderer.render([], look_at=(np.zeros(3), 100.0))
+    with pytest.raises(RenderError, match="look_at"):
+        renderer.render(BallRig().parts(clip_of([0.0]), 0), look_at=(np.zeros(3), -1.0))
