@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 
 from . import services
 from .models import (
-    Condition, Corpus, Exclusion, Participant, Response, Stimulus, Study, StudyVersion, TrainedModel, Trial,
-    TrialStimulus, Utterance, WatchRecord,
+    Condition, Corpus, Exclusion, Participant, RenderJob, Response, Stimulus, Study, StudyVersion, TrainedModel,
+    Trial, TrialStimulus, Utterance, WatchRecord,
 )
 from .spec import SpecError
 
@@ -40,6 +40,14 @@ class TrainedModelAdmin(ReadOnlyAdmin):
 
     list_display = ("name", "kind", "corpus", "status", "updated_at")
     list_filter = ("kind", "status", "corpus")
+
+
+@admin.register(RenderJob)
+class RenderJobAdmin(ReadOnlyAdmin):
+    """Made by `manage.py render_study`; failed ones are retried from the study's dashboard."""
+
+    list_display = ("utterance", "condition", "embodiment", "status", "attempts", "updated_at")
+    list_filter = ("status", "embodiment", "condition")
 
 
 @admin.register(Condition)

@@ -159,6 +159,37 @@ class Stimulus(models.Model):
         return f"{self.token} ({self.condition}/{self.embodiment}/{self.utterance.name})"
 
 
+class RenderJob(models.Model):
+    """The making of one stimulus (utterance × condition × embodiment): its state, so researchers see
+    progress and failures, and a failed render can be retried. Done jobs point at their stimulus."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RENDERING = "rendering"
+        DONE = "done"
+        FAILED = "failed"
+
+    utterance = models.ForeignKey(Utterance, on_delete=models.PROTECT, related_name="render_jobs")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="render_jobs")
+    embodiment = models.CharField(max_length=20, choices=Embodiment.choices)
+    settings = models.JSONField(default=dict, blank=True, help_text="render settings and the study's extras")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    stimulus = models.ForeignKey(Stimulus, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["utterance", "condition", "embodiment"], name="one_render_job_per_cell")
+        ]
+
+    def __str__(self):
+        return f"{self.utterance.name}/{self.condition.name}/{self.embodiment}: {self.status}"
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"

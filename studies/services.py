@@ -41,7 +41,7 @@ from .models import (
     WatchRecord,
     new_completion_code,
 )
-from .spec import SpecError, SpecProblem, parse_spec, treatments
+from .spec import BUILT_IN_CONDITIONS, SpecError, SpecProblem, parse_spec, treatments
 
 # A 'video ended' report is refused when it arrives sooner than this share of the clip's duration after
 # the trial page was first served (plus a small allowance for clock granularity).
@@ -153,11 +153,21 @@ def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
         names = ", ".join(Corpus.objects.values_list("name", flat=True)) or "none yet"
         return [SpecProblem("stimuli.corpus", f"corpus `{stim['corpus']}` does not exist",
                             f"import it with `manage.py import_corpus` or use one of: {names}")]
-    known = set(Condition.objects.values_list("name", flat=True))
+    known = {c.name: c for c in Condition.objects.all()}
+    definitions = stim.get("condition_definitions", {})
     for i, cond in enumerate(stim["conditions"]):
-        if cond not in known:
+        if cond in definitions:
+            existing = known.get(cond)
+            wanted = definitions[cond]
+            if existing is not None and (existing.kind, existing.params) != (wanted["kind"], wanted["params"]):
+                problems.append(SpecProblem(
+                    f"stimuli.conditions[{i}]", f"condition `{cond}` already exists as {existing.kind} "
+                    f"{existing.params or ''} and this file defines it differently",
+                    "give the new definition another name (a condition's stimuli never change meaning)"))
+        elif cond not in known and cond not in BUILT_IN_CONDITIONS:
             problems.append(SpecProblem(f"stimuli.conditions[{i}]", f"condition `{cond}` does not exist",
-                                        f"use one of: {', '.join(sorted(known)) or 'none yet'}"))
+                                        f"define it (`{{name: {cond}, kind: model, model: NAME}}`) or use one of: "
+                                        f"{', '.join(sorted(set(known) | set(BUILT_IN_CONDITIONS)))}"))
     utterances = study_utterance_names(spec)
     all_names = set(corpus.utterances.values_list("name", flat=True))
     if stim["utterances"] != "all":

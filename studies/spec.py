@@ -145,6 +145,84 @@ class _Checker:
         return value
 
 
+def _check_conditions(c: _Checker, raw) -> tuple[list[str], dict]:
+    """Condition names, and the definitions of those written as mappings ({name: {kind, params}})."""
+    path = "stimuli.conditions"
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        c.fail(path, "no conditions are listed", "list condition names, e.g. `[ground_truth, random_alignment, still]`")
+        return [], {}
+    names, definitions = [], {}
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        if isinstance(item, str):
+            if not CONDITION_RE.match(item):
+                c.fail(where, f"`{item}` is not a valid name", "use lower-case letters, digits, - or _")
+            names.append(item)
+            continue
+        if not isinstance(item, dict):
+            c.fail(where, f"expected a name or a mapping, got {item!r}",
+                   "write a name, or `{name: joint, kind: model, model: demo-joint}`")
+            continue
+        entry = c.mapping(item, where, CONDITION_KEYS)
+        name, kind = entry["name"], entry["kind"]
+        if not isinstance(name, str) or not CONDITION_RE.match(name):
+            c.fail(f"{where}.name", f"condition name {name!r} is missing or not valid",
+                   "use lower-case letters, digits, - or _")
+            continue
+        if kind not in CONDITION_KINDS:
+            c.fail(f"{where}.kind", f"condition kind {kind!r} is not known", f"use one of {', '.join(CONDITION_KINDS)}")
+            continue
+        params = {}
+        if kind == "time_shift":
+            if entry["ms"] is None:
+                c.fail(f"{where}.ms", "a time_shift condition needs its shift", "write `ms: 400` (positive: motion late)")
+            else:
+                params["ms"] = c.number(entry["ms"], f"{where}.ms", -5000, 5000)
+        if kind == "model":
+            if not isinstance(entry["model"], str) or not entry["model"]:
+                c.fail(f"{where}.model", "a model condition needs the trained model's name",
+                       "write `model: NAME` (see `manage.py train` and the /models/ page)")
+            else:
+                params["model"] = entry["model"]
+            if entry["temperature"] is not None:
+                params["temperature"] = c.number(entry["temperature"], f"{where}.temperature", 0, 5)
+        if entry["seed"] is not None:
+            params["seed"] = c.number(entry["seed"], f"{where}.seed", 0, 2**31 - 1, integer=True)
+        for key in ("ms", "model", "temperature"):
+            if entry[key] is not None and key not in params and not (kind == "model" and key == "model"):
+                c.fail(f"{where}.{key}", f"`{key}` does not apply to a {kind} condition", f"remove `{key}`")
+        names.append(name)
+        definitions[name] = {"kind": kind, "params": params, "description": entry["description"] or ""}
+    if len(set(names)) != len(names):
+        c.fail(path, "lists a condition twice", "list each condition once")
+    return names, definitions
+
+
+def _check_render(c: _Checker, raw) -> dict:
+    """How the study's stimuli are rendered: size, frame rate, background, framing, lighting."""
+    render = c.mapping(raw, "stimuli.render", RENDER_KEYS)
+    for key in ("width", "height"):
+        render[key] = c.number(render[key], f"stimuli.render.{key}", 64, 2048, integer=True)
+        if isinstance(render[key], int) and render[key] % 2:
+            c.fail(f"stimuli.render.{key}", f"{key} {render[key]} is odd", "use an even number (H.264 yuv420p needs it)")
+    render["fps"] = c.number(render["fps"], "stimuli.render.fps", 10, 60)
+    background = render["background"]
+    if not (isinstance(background, list) and len(background) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in background)):
+        c.fail("stimuli.render.background", f"expected three whole numbers 0-255 (sRGB red, green, blue), got "
+               f"{background!r}", "write e.g. `[226, 231, 238]`")
+    if render["framing"] not in ("head", "head_and_shoulders"):
+        c.fail("stimuli.render.framing", f"framing {render['framing']!r} is not known", "use head or head_and_shoulders")
+    if render["robot_model"] is not None and not isinstance(render["robot_model"], str):
+        c.fail("stimuli.render.robot_model", "expected the name of a trained inverse model",
+               "write `robot_model: NAME` (manage.py train --model inverse), or leave it out for the newest")
+    if render["lighting"] not in ("studio", "flat"):
+        c.fail("stimuli.render.lighting", f"lighting {render['lighting']!r} is not known", "use studio or flat")
+    return render
+
+
 def _check_question(c: _Checker, key: str, raw) -> dict:
     path = f"questions.{key}"
     base = {"type": None, "prompt": None}
@@ -262,7 +340,15 @@ TOP_KEYS = {
     "recruitment": None,
 }
 STIMULI_KEYS = {"corpus": None, "conditions": None, "embodiments": ["avatar"], "utterances": "all",
-                "allow_placeholders": False}
+                "allow_placeholders": False, "render": None}
+# A condition may be written as a mapping that defines it (render_study creates it); the names of the
+# recipes that need nothing more may be used bare.
+CONDITION_KINDS = ("ground_truth", "random_alignment", "time_shift", "still", "model", "uploaded")
+BUILT_IN_CONDITIONS = ("ground_truth", "random_alignment", "still")
+CONDITION_KEYS = {"name": None, "kind": None, "ms": None, "model": None, "temperature": None, "seed": None,
+                  "description": ""}
+RENDER_KEYS = {"width": 512, "height": 512, "fps": 25, "background": [226, 231, 238], "framing": "head",
+               "lighting": "studio", "robot_model": None}
 QUALITY_KEYS = {
     "min_watch_fraction": 0.95,
     "min_median_answer_ms": 1000,
@@ -315,7 +401,8 @@ def parse_spec(text: str) -> dict:
     stim = c.mapping(spec["stimuli"], "stimuli", STIMULI_KEYS)
     if not isinstance(stim["corpus"], str) or not stim["corpus"]:
         c.fail("stimuli.corpus", "the corpus is missing", "name an imported corpus, e.g. `corpus: demo`")
-    stim["conditions"] = c.string_list(stim["conditions"], "stimuli.conditions", min_len=1, pattern=CONDITION_RE)
+    stim["conditions"], stim["condition_definitions"] = _check_conditions(c, stim["conditions"])
+    stim["render"] = _check_render(c, stim["render"])
     stim["embodiments"] = c.string_list(stim["embodiments"], "stimuli.embodiments", choices=EMBODIMENTS, min_len=1)
     if stim["utterances"] != "all":
         stim["utterances"] = c.string_list(stim["utterances"], "stimuli.utterances", min_len=1)
@@ -403,7 +490,13 @@ def reference() -> str:
     out.append("slug: required, 2-80 lower-case letters, digits and dashes")
     out.append("title: required")
     out.append("description: ''")
-    block("stimuli", STIMULI_KEYS)
+    block("stimuli", {k: v for k, v in STIMULI_KEYS.items() if k != "render"})
+    out.append("  # conditions: names (ground_truth, random_alignment, still need nothing more) or definitions:")
+    out.append("  #   - {name: joint, kind: model, model: demo-joint}          # a trained model's output")
+    out.append("  #   - {name: glow-t07, kind: model, model: demo-glow, temperature: 0.7, seed: 1}")
+    out.append("  #   - {name: lipsync-catch, kind: time_shift, ms: 500}      # motion 500 ms late")
+    out.append(f"  # kinds: {', '.join(CONDITION_KINDS)}")
+    block("render", RENDER_KEYS, indent="  ")
     out.append("questions:   # a mapping of question key -> question")
     out.append("  <key>: {type: likert, prompt: required, points: 5, labels: [Very poor, Very good], items: [{key, text}]}")
     out.append("  <key>: {type: slider, prompt: required, labels: [Bad, Poor, Fair, Good, Excellent], reference: null,"

@@ -117,3 +117,13 @@ def inference_generate_split(model_id: int, split: str = "test", seed: int = 0,
 
     return generators.generate_split(model=TrainedModel.objects.get(pk=model_id), split=split, seed=seed,
                                      temperature=temperature)
+
+
+@shared_task(name="studies.tasks.render_stimulus")
+def render_stimulus(job_id: int) -> str:
+    """Make one stimulus (queue `render`): the job's condition on its embodiment. Idempotent: a cell that has
+    a stimulus is done, and a rendered file in the cache is registered without rendering again."""
+    from . import rendering
+
+    job = rendering.render_job_run(job_id=job_id)
+    return job.stimulus.token if job.stimulus else ""

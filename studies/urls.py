@@ -21,5 +21,7 @@ urlpatterns = [
     path("r/<slug:slug>/", researcher.study_dashboard, name="study_dashboard"),
     path("r/<slug:slug>/status/", researcher.study_status, name="study_status"),
     path("r/<slug:slug>/preview/", researcher.study_preview, name="study_preview"),
+    path("r/<slug:slug>/renders/retry/", researcher.study_render_retry, name="study_render_retry"),
+    path("r/<slug:slug>/gallery/", researcher.study_gallery, name="study_gallery"),
     path("r/<slug:slug>/responses.csv", researcher.study_export, name="study_export"),
 ]

@@ -12,10 +12,10 @@ from django.urls import reverse
 from django.conf import settings
 from django.views.decorators.http import require_POST
 
-from .. import selectors, services
+from .. import rendering, selectors, services
 from ..exports import write_responses_csv
 from ..recruiting import prolific
-from ..models import Study, TrainedModel
+from ..models import Corpus, Study, TrainedModel
 from .participant import _remember
 
 
@@ -53,7 +53,32 @@ def study_dashboard(request, slug):
         "lab": base + reverse("lab_entry", args=[study.lab_token]),
         "pilot": base + reverse("entry", args=[study.public_token]) + f"?mode=pilot&key={services.pilot_key(study)}",
     }
-    return render(request, "studies/researcher/dashboard.html", {**selectors.dashboard(study), "links": links})
+    jobs = rendering.study_render_jobs(study.current_version.spec)
+    return render(request, "studies/researcher/dashboard.html",
+                  {**selectors.dashboard(study), "links": links, "renders": rendering.render_progress(jobs)})
+
+
+@login_required
+@require_POST
+def study_render_retry(request, slug):
+    """Queue the study's failed renders again (on the render workers)."""
+    from ..tasks import render_stimulus
+
+    study = _study_for(request, slug)
+    jobs = rendering.render_jobs_plan(study.current_version.spec, retry_failed=True)
+    for job in jobs:
+        if job.status == job.Status.QUEUED:
+            render_stimulus.delay(job.pk)
+    return HttpResponseRedirect(reverse("study_dashboard", args=[slug]))
+
+
+@login_required
+def study_gallery(request, slug):
+    """All conditions and embodiments of one utterance side by side, playing in sync (researchers only)."""
+    study = _study_for(request, slug)
+    corpus = get_object_or_404(Corpus, name=study.current_version.spec["stimuli"]["corpus"])
+    return render(request, "studies/researcher/gallery.html",
+                  {"study": study, **rendering.stimuli_gallery(corpus, request.GET.get("utterance"))})
 
 
 @login_required

@@ -1,0 +1,73 @@
+"""`manage.py render_study FILE_OR_SLUG` — make every stimulus a study needs that does not exist yet.
+
+Takes the study YAML (before `load_study`, which refuses a study whose stimuli are missing) or the slug of
+a loaded study. Renders here with a progress bar, or with `--background` queues one Celery task per
+stimulus on the `render` queue (the study's dashboard shows progress). A failed render is reported with its
+reason; `--retry-failed` tries the failed ones again.
+"""
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from studies import rendering
+from studies.models import RenderJob, Study
+from studies.spec import SpecError, parse_spec
+
+
+class Command(BaseCommand):
+    help = "Render the stimuli of a study (YAML file or slug) that do not exist yet; reports failures and retries."
+
+    def add_arguments(self, parser):
+        parser.add_argument("study", help="the study YAML file, or the slug of a loaded study")
+        parser.add_argument("--background", action="store_true", help="queue on the render workers and return")
+        parser.add_argument("--retry-failed", action="store_true", help="render failed stimuli again")
+
+    def handle(self, *args, **opts):
+        spec = self._spec(opts["study"])
+        try:
+            jobs = rendering.render_jobs_plan(spec, retry_failed=opts["retry_failed"])
+        except rendering.RenderRequestError as exc:
+            raise CommandError(str(exc)) from None
+        todo = [j for j in jobs if j.status == RenderJob.Status.QUEUED]
+        failed_before = [j for j in jobs if j.status == RenderJob.Status.FAILED]
+        self.stdout.write(f"{spec['slug']}: {len(jobs)} stimuli, {len(jobs) - len(todo) - len(failed_before)} made, "
+                          f"{len(todo)} to render, {len(failed_before)} failed before")
+        if opts["background"]:
+            from studies.tasks import render_stimulus
+
+            for job in todo:
+                result = render_stimulus.delay(job.pk)
+                RenderJob.objects.filter(pk=job.pk).update(task_id=result.id)
+            self.stdout.write(f"queued {len(todo)} render tasks; the study's dashboard shows progress")
+            return
+        failures = []
+        for job in tqdm(todo, desc="rendering", unit="stimulus", disable=None):
+            try:
+                rendering.render_job_run(job_id=job.pk)
+            except Exception as exc:  # recorded on the job; reported together below
+                failures.append((job, exc))
+        failures += [(j, None) for j in failed_before]
+        for job, exc in failures:
+            job.refresh_from_db()
+            self.stderr.write(f"  failed: {job.utterance.name} / {job.condition.name} / {job.embodiment}: {job.error}")
+        if failures:
+            raise CommandError(f"{len(failures)} stimuli could not be rendered (reasons above); fix them and run "
+                               "again with --retry-failed")
+        self.stdout.write(f"{spec['slug']}: every stimulus is ready; load the study with `manage.py load_study`")
+
+    def _spec(self, ref: str) -> dict:
+        path = Path(ref)
+        if path.suffix in (".yaml", ".yml") or path.is_file():
+            try:
+                return parse_spec(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise CommandError(f"cannot read {ref}: {exc}") from None
+            except SpecError as exc:
+                for problem in exc.problems:
+                    self.stderr.write(f"{ref}: {problem}")
+                raise CommandError(f"{len(exc.problems)} problem(s) in {ref}; nothing was rendered") from None
+        study = Study.objects.filter(slug=ref).first()
+        if study is None or study.current_version is None:
+            raise CommandError(f"no study file or loaded study called {ref!r}")
+        return study.current_version.spec

@@ -1,0 +1,390 @@
+"""Stimulus production on the Django side: which stimuli a study needs, the render jobs that make them, and
+the body of the render task — the motion of one condition for one utterance, moved onto the embodiment's rig,
+rendered, encoded, checked and registered under an opaque token.
+
+The motion recipes, rigs, renderer and encoder live in render/ (no Django); trained models in inference/.
+A stimulus is made once: a cell (utterance × condition × embodiment) that has one is never rendered again,
+and rendered files are cached by the hash of everything that decides their bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from .models import Condition, Corpus, RenderJob, Stimulus, TrainedModel, Utterance
+from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
+
+RENDER_MAKER_VERSION = 1
+ATTENTION_CONDITION = "attention-check"
+
+
+class RenderRequestError(ValueError):
+    """A stimulus that cannot be made as asked; the message says why and what to do."""
+
+
+def _media(rel: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / rel
+
+
+# --- what a study needs ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def conditions_ensure(spec: dict) -> dict[str, Condition]:
+    """The study's conditions as rows: built-in recipes and definitions in the spec are created when absent;
+    an existing condition is never changed."""
+    stim = spec["stimuli"]
+    definitions = stim.get("condition_definitions", {})
+    out = {}
+    for name in stim["conditions"]:
+        condition = Condition.objects.filter(name=name).first()
+        if condition is None:
+            if name in definitions:
+                d = definitions[name]
+                condition = Condition.objects.create(name=name, kind=d["kind"], params=d["params"],
+                                                     description=d.get("description", ""))
+            elif name in BUILT_IN_CONDITIONS:
+                condition = Condition.objects.create(name=name, kind=name)
+            else:
+                raise RenderRequestError(f"condition {name!r} does not exist; define it in the study file, e.g. "
+                                         f"`{{name: {name}, kind: model, model: NAME}}`")
+        elif name in definitions and (condition.kind, condition.params) != (definitions[name]["kind"],
+                                                                            definitions[name]["params"]):
+            raise RenderRequestError(f"condition {name!r} exists as {condition.kind} {condition.params}; the study "
+                                     "defines it differently — give the new definition another name")
+        out[name] = condition
+    return out
+
+
+def needs_attention_checks(spec: dict) -> bool:
+    return any(p["type"] == "trials" and p.get("attention_checks") for p in spec["pages"])
+
+
+def render_settings(spec: dict) -> dict:
+    return {**RENDER_KEYS, **(spec["stimuli"].get("render") or {})}
+
+
+def study_cells(spec: dict) -> list[tuple[Utterance, Condition, str]]:
+    """Every (utterance, condition, embodiment) the study shows, attention checks included."""
+    stim = spec["stimuli"]
+    corpus = Corpus.objects.filter(name=stim["corpus"]).first()
+    if corpus is None:
+        raise RenderRequestError(f"corpus {stim['corpus']!r} does not exist; import it with `manage.py import_corpus`")
+    conditions = conditions_ensure(spec)
+    utterances = _rated_utterances(spec, corpus)
+    cells = [(u, conditions[c], e) for u in utterances for e in stim["embodiments"] for c in stim["conditions"]]
+    if needs_attention_checks(spec):
+        attention, _ = Condition.objects.get_or_create(
+            name=ATTENTION_CONDITION,
+            defaults={"kind": Condition.Kind.ATTENTION_CHECK, "description": "A clip that asks for a known answer."})
+        # Two attention-check clips per embodiment, on the longest utterances the trials also use (the
+        # instruction must show for 5 s from 2 s in; shorter speech is extended, see _render_cell).
+        longest = sorted(utterances, key=lambda u: (-(u.duration_s or 0), u.name))[:2]
+        for u in longest:
+            for e in stim["embodiments"]:
+                cells.append((u, attention, e))
+    return cells
+
+
+def _speech_utterances(qs):
+    """Leave out the check clips (attention and A/V checks); an utterance without a role is speech. (A plain
+    exclude on the JSON key would also drop every row that has no `role`: NULL is not NOT IN.)"""
+    return qs.exclude(Q(metadata__has_key="role") & Q(metadata__role__in=["attention_check", "av_check"]))
+
+
+def _rated_utterances(spec: dict, corpus: Corpus) -> list[Utterance]:
+    stim = spec["stimuli"]
+    qs = _speech_utterances(corpus.utterances.all()).order_by("name")
+    if stim["utterances"] != "all":
+        qs = qs.filter(name__in=stim["utterances"])
+        missing = sorted(set(stim["utterances"]) - set(qs.values_list("name", flat=True)))
+        if missing:
+            raise RenderRequestError(f"utterances not in corpus {corpus.name}: {', '.join(missing)}")
+    utterances = list(qs)
+    if not utterances:
+        raise RenderRequestError(f"corpus {corpus.name} has no utterances to render")
+    return utterances
+
+
+# --- jobs ----------------------------------------------------------------------------------------------
+
+
+def render_jobs_plan(spec: dict, *, retry_failed: bool = False) -> list[RenderJob]:
+    """One job per cell that has no stimulus yet (existing queued jobs are reused; failed ones only when
+    `retry_failed`). Cells that have a stimulus get a done job pointing at it, so progress counts them."""
+    job_settings = {**render_settings(spec), "attention_scale": _attention_scale(spec)}
+    jobs = []
+    for utterance, condition, embodiment in study_cells(spec):
+        stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+        job, created = RenderJob.objects.get_or_create(
+            utterance=utterance, condition=condition, embodiment=embodiment,
+            defaults={"settings": job_settings,
+                      "status": RenderJob.Status.DONE if stimulus else RenderJob.Status.QUEUED, "stimulus": stimulus})
+        if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
+            job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
+            job.save(update_fields=["status", "stimulus", "error", "updated_at"])
+        if retry_failed and job.status == RenderJob.Status.FAILED:
+            job.status, job.error, job.settings = RenderJob.Status.QUEUED, "", job_settings
+            job.save(update_fields=["status", "error", "settings", "updated_at"])
+        jobs.append(job)
+    return jobs
+
+
+def _attention_scale(spec: dict) -> int:
+    """Points of the first likert question (what an attention check asks the participant to choose)."""
+    for q in spec["questions"].values():
+        if q["type"] == "likert":
+            return int(q["points"])
+    return 5
+
+
+def render_progress(jobs: list[RenderJob]) -> dict:
+    counts = {s: 0 for s in RenderJob.Status.values}
+    for job in jobs:
+        counts[job.status] += 1
+    failures = [{"cell": f"{j.utterance.name}/{j.condition.name}/{j.embodiment}", "error": j.error}
+                for j in jobs if j.status == RenderJob.Status.FAILED]
+    return {"total": len(jobs), "counts": counts, "failures": failures}
+
+
+def study_render_jobs(spec: dict) -> list[RenderJob]:
+    """The render jobs of a loaded study's cells (for its dashboard)."""
+    stim = spec["stimuli"]
+    names = stim.get("resolved_utterances") or []
+    qs = RenderJob.objects.filter(utterance__corpus__name=stim["corpus"], embodiment__in=stim["embodiments"])
+    if names:
+        qs = qs.filter(utterance__name__in=names)
+    return list(qs.filter(condition__name__in=list(stim["conditions"]) + [ATTENTION_CONDITION])
+                .select_related("utterance", "condition"))
+
+
+def render_job_run(*, job_id: int) -> RenderJob:
+    """Make the job's stimulus (idempotent: a cell with a stimulus is done; a rendered file that is cached
+    is registered without rendering again). Failures are recorded on the job with their reason, then raised."""
+    from . import services
+
+    with transaction.atomic():
+        job = RenderJob.objects.select_for_update().select_related("utterance", "condition").get(pk=job_id)
+        existing = Stimulus.objects.filter(utterance=job.utterance, condition=job.condition,
+                                           embodiment=job.embodiment).first()
+        if existing is not None:
+            job.status, job.stimulus, job.error = RenderJob.Status.DONE, existing, ""
+            job.save(update_fields=["status", "stimulus", "error", "updated_at"])
+            return job
+        job.status, job.attempts = RenderJob.Status.RENDERING, job.attempts + 1
+        job.save(update_fields=["status", "attempts", "updated_at"])
+    try:
+        path, recipe, expected = _render_cell(job)
+        stimulus = services.stimulus_register(
+            utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, source_path=path,
+            recipe=recipe, expected_answer=expected)
+    except Exception as exc:
+        RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.FAILED, error=_reason(exc))
+        raise
+    RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.DONE, stimulus=stimulus, error="")
+    job.refresh_from_db()
+    return job
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 2000 else text[:2000] + " …"
+
+
+# --- one cell ------------------------------------------------------------------------------------------
+
+
+def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
+    """Motion for the cell's condition, moved onto its rig, rendered into the cache; returns the file, the
+    recipe that rebuilds it, and the expected answer (attention checks)."""
+    from render.stimulus import make_stimulus
+
+    utterance, condition, embodiment = job.utterance, job.condition, job.embodiment
+    opts = {**RENDER_KEYS, **job.settings}
+    seed = int(condition.params.get("seed", 0)) if condition.params else 0
+    clip, recipe = condition_motion(condition, utterance, fps=float(opts["fps"]), seed=seed)
+    overlay, expected = None, None
+    if condition.kind == Condition.Kind.ATTENTION_CHECK:
+        import math
+
+        from inference.motion import fit_length
+        from render.overlays import (ATTENTION_MIN_DURATION_S, ATTENTION_MIN_START_S, attention_instruction,
+                                     choose_attention_number)
+
+        rng = random.Random(f"{seed}:{utterance.name}:{embodiment}")
+        number = choose_attention_number(rng, int(opts.get("attention_scale") or 5))
+        overlay = attention_instruction(number)
+        expected = {"value": number}
+        # GENEA's rule: the instruction shows for ≥ 5 s from ≥ 2 s in; short speech is followed by silence
+        # while the motion carries on (mirrored), so every attention check lasts long enough.
+        needed = math.ceil((ATTENTION_MIN_START_S + ATTENTION_MIN_DURATION_S) * clip.fps)
+        if clip.n_frames < needed:
+            clip = fit_length(clip, needed)
+            recipe["extended_to_frames"] = needed
+        recipe["attention_number"] = number
+    elif condition.params.get("catch"):
+        expected = {"mismatch": True}
+    rig, clip, rig_recipe = _rig_for(embodiment, clip, opts)
+    audio = _media(utterance.audio_path)
+    key = _cache_key(audio, clip, embodiment, rig_recipe, opts, overlay)
+    cached = Path(settings.VAR_DIR) / "cache" / "stimuli" / f"{key}.mp4"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        make_stimulus(rig, clip, audio, cached, settings=_offscreen_settings(opts),
+                      audio_offset_s=float(utterance.metadata.get("audio_offset_s", 0.0)), overlay_text=overlay)
+    recipe = {"maker": "render", "maker_version": RENDER_MAKER_VERSION, "condition": condition.name,
+              "condition_kind": condition.kind, "embodiment": embodiment, "seed": seed,
+              "render": _offscreen_settings(opts), **rig_recipe, **recipe}
+    return cached, recipe, expected
+
+
+def condition_motion(condition: Condition, utterance: Utterance, *, fps: float, seed: int):
+    """The motion clip of `condition` for `utterance` at `fps`, and the recipe that rebuilds it."""
+    from inference.motion import MotionClip, frames_for_duration, resample
+    from render import conditions as recipes
+
+    kind = condition.kind
+    own = _recorded(utterance)
+    n_frames = frames_for_duration(utterance.duration_s or (own.duration_s if own else 0), fps)
+    if own is not None:
+        own = resample(own, fps, n_frames=n_frames)
+    if kind in (Condition.Kind.GROUND_TRUTH, Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK):
+        if own is None:
+            if kind == Condition.Kind.GROUND_TRUTH:
+                raise RenderRequestError(f"utterance {utterance} has no recorded motion; import its corpus with "
+                                         "motion (import_corpus) to render ground truth")
+            return _neutral(n_frames, fps), {"motion_from": "neutral"}
+        clip, recipe = recipes.ground_truth(own)
+        return clip, {**recipe, "motion_from": utterance.name}
+    if kind == Condition.Kind.STILL:
+        base = own if own is not None else _neutral(n_frames, fps)
+        return recipes.still(base)
+    if kind == Condition.Kind.TIME_SHIFT:
+        if own is None:
+            raise RenderRequestError(f"utterance {utterance} has no recorded motion to shift")
+        ms = float(condition.params.get("ms", 0))
+        return recipes.catch_trial(own, ms=ms) if condition.params.get("catch") else recipes.time_shift(own, ms)
+    if kind == Condition.Kind.RANDOM_ALIGNMENT:
+        donors = {}
+        others = _speech_utterances(utterance.corpus.utterances.exclude(pk=utterance.pk).exclude(motion_path=""))
+        for other in others:
+            donors[other.name] = (other.speaker, resample(MotionClip.load(_media(other.motion_path)), fps))
+        if not donors:
+            raise RenderRequestError(f"random alignment needs another utterance with motion in corpus "
+                                     f"{utterance.corpus.name}")
+        return recipes.random_alignment(utterance.name, utterance.speaker, n_frames, donors, seed=seed)
+    if kind == Condition.Kind.MODEL:
+        return _model_motion(condition, utterance, fps=fps, n_frames=n_frames, seed=seed)
+    raise RenderRequestError(f"condition kind {kind!r} is not rendered; an uploaded condition's videos are "
+                             "added as files (see render_study --uploads)")
+
+
+def _recorded(utterance: Utterance):
+    from inference.motion import MotionClip
+
+    if not utterance.motion_path:
+        return None
+    return MotionClip.load(_media(utterance.motion_path))
+
+
+def _neutral(n_frames: int, fps: float):
+    import numpy as np
+
+    from inference.motion import MotionClip
+
+    return MotionClip(fps=fps, layout="arkit52", values=np.zeros((n_frames, 52), np.float32),
+                      head_pose=np.zeros((n_frames, 6), np.float32), metadata={"source": "neutral"})
+
+
+def _model_motion(condition: Condition, utterance: Utterance, *, fps: float, n_frames: int, seed: int):
+    from inference.generate import generate
+    from inference.motion import MotionClip, resample
+
+    from .generators import checkpoint_file, feature_cache_dir
+
+    name = condition.params.get("model")
+    model = TrainedModel.objects.filter(name=name).first()
+    if model is None or model.status != TrainedModel.Status.DONE:
+        raise RenderRequestError(f"condition {condition.name} needs the trained model {name!r}, which "
+                                 f"{'does not exist' if model is None else 'has not finished training'}; "
+                                 "train it with `manage.py train`")
+    temperature = condition.params.get("temperature")
+    tag = f"seed{seed}" + (f"-t{temperature:g}" if temperature is not None else "")
+    rel = f"generated/{model.name}/{tag}/{utterance.name}.npz"
+    if _media(rel).exists():
+        clip = MotionClip.load(_media(rel))
+    else:
+        clip = generate(checkpoint_file(model), _media(utterance.audio_path), seed=seed, temperature=temperature,
+                        cache_dir=feature_cache_dir())
+        clip = clip.with_values(clip.values, utterance=utterance.name)
+        clip.save(_media(rel))
+    clip = resample(clip, fps, n_frames=n_frames)
+    return clip, {"model": model.name, "model_kind": model.kind, "checkpoint": model.checkpoint_path,
+                  "checkpoint_sha256": clip.metadata.get("checkpoint_sha256", ""), "temperature": temperature,
+                  "motion_from": f"model:{model.name}"}
+
+
+def _rig_for(embodiment: str, clip, opts: dict):
+    """The rig of an embodiment, and the clip in a layout it takes (robots: through the inverse model)."""
+    if embodiment == "avatar":
+        from render.avatar import Avatar
+
+        return Avatar(), clip, {"rig": "avatar"}
+    if embodiment == "robot_sim":
+        from inference.models.inverse import apply_inverse
+        from inference.robots import robot_profile
+        from render.robot import SimRobot
+
+        from .generators import checkpoint_file
+
+        name = opts.get("robot_model")
+        model = (TrainedModel.objects.filter(name=name) if name else
+                 TrainedModel.objects.filter(kind="inverse", status=TrainedModel.Status.DONE).order_by("-created_at")
+                 ).first()
+        if model is None or model.status != TrainedModel.Status.DONE:
+            raise RenderRequestError("a robot_sim stimulus needs a trained robot inverse model; train one with "
+                                     "`manage.py train --corpus NAME --model inverse` (or name it in "
+                                     "stimuli.render.robot_model)")
+        if not clip.layout.startswith("motors:"):
+            clip = apply_inverse(checkpoint_file(model), clip)
+        robot = clip.layout.split(":", 1)[1]
+        return SimRobot(robot_profile(robot).to_dict()), clip, {"rig": f"robot_sim:{robot}",
+                                                                 "inverse_model": model.name}
+    raise RenderRequestError(f"embodiment {embodiment!r} is not rendered here; robot_physical stimuli are "
+                             "filmed by the hardware worker (`manage.py capture`)")
+
+
+def _offscreen_settings(opts: dict) -> dict:
+    return {k: opts[k] for k in ("width", "height", "fps", "background", "framing", "lighting")}
+
+
+def _cache_key(audio: Path, clip, embodiment: str, rig_recipe: dict, opts: dict, overlay: str | None) -> str:
+    h = hashlib.sha256()
+    h.update(audio.read_bytes())
+    h.update(clip.values.tobytes())
+    if clip.head_pose is not None:
+        h.update(clip.head_pose.tobytes())
+    h.update(json.dumps([clip.layout, clip.fps, embodiment, rig_recipe, _offscreen_settings(opts), overlay,
+                         RENDER_MAKER_VERSION], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def stimuli_gallery(corpus: Corpus, utterance_name: str | None = None) -> dict:
+    """One utterance's stimuli grouped by condition and embodiment, for the researchers' gallery."""
+    utterances = list(corpus.utterances.filter(stimuli__isnull=False).distinct().order_by("name"))
+    if not utterances:
+        return {"utterances": [], "utterance": None, "rows": [], "embodiments": []}
+    chosen = next((u for u in utterances if u.name == utterance_name), utterances[0])
+    stimuli = list(Stimulus.objects.filter(utterance=chosen).select_related("condition").order_by("condition__name"))
+    embodiments = sorted({s.embodiment for s in stimuli})
+    rows = {}
+    for s in stimuli:
+        rows.setdefault(s.condition.name, {})[s.embodiment] = s
+    return {"utterances": utterances, "utterance": chosen, "embodiments": embodiments,
+            "rows": [(name, [cells.get(e) for e in embodiments]) for name, cells in sorted(rows.items())]}

@@ -1,0 +1,121 @@
+"""render_study: every stimulus a study needs is made once — on the avatar and on the simulated robot —
+with its recipe recorded; failures are reported with their reason and can be retried; the researcher sees
+progress and a gallery."""
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from studies.models import Condition, RenderJob, Stimulus
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+SPEC = """\
+slug: render-test
+title: Rendering test
+stimuli:
+  corpus: synth-render
+  conditions:
+{recorded}    - still
+    - {{name: joint-model, kind: model, model: {model}}}
+  embodiments: [{embodiments}]
+  utterances: [syn000, syn001]
+  render: {{width: 96, height: 96, fps: 10}}
+questions:
+  naturalness: {{type: likert, prompt: "How natural is the motion?", points: 5}}
+pages:
+  - type: trials
+    question: naturalness
+    attention_checks: {attention}
+  - type: completion
+"""
+
+
+@pytest.fixture(scope="module")
+def synthetic_folder(tmp_path_factory):
+    from inference.synthetic import make_corpus
+
+    folder = tmp_path_factory.mktemp("synthetic-render")
+    make_corpus(folder, n_utterances=6, seed=2)
+    return folder
+
+
+@pytest.fixture
+def corpus(synthetic_folder, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.VAR_DIR = tmp_path / "var"  # a cache of rendered files of its own
+    call_command("import_corpus", str(synthetic_folder), "--name", "synth-render", "--split-by", "utterance",
+                 "--split", "0.5,0.25,0.25")
+
+
+def _spec_file(tmp_path, *, embodiments="avatar", attention=0, model="synth-render-joint", recorded=True):
+    path = tmp_path / "study.yaml"
+    recorded_conditions = "    - ground_truth\n    - random_alignment\n" if recorded else ""
+    path.write_text(SPEC.format(model=model, embodiments=embodiments, attention=attention,
+                                recorded=recorded_conditions))
+    return path
+
+
+def _train(kind, name, *extra):
+    call_command("train", "--corpus", "synth-render", "--model", kind, "--name", name,
+                 "--set", "train.max_epochs=2", *extra)
+
+
+def test_every_stimulus_is_made_once_with_its_recipe_on_avatar_and_robot(corpus, tmp_path):
+    _train("joint", "synth-render-joint", "--set", "hidden=8")
+    _train("inverse", "synth-render-inverse")
+    spec = _spec_file(tmp_path, embodiments="avatar, robot_sim", attention=1)
+    call_command("render_study", str(spec))
+    stimuli = Stimulus.objects.filter(utterance__corpus__name="synth-render")
+    # 2 utterances × 4 conditions × 2 embodiments, and 2 attention checks per embodiment.
+    assert stimuli.filter(condition__kind__in=["ground_truth", "random_alignment", "still", "model"]).count() == 16
+    checks = stimuli.filter(condition__kind="attention_check")
+    assert checks.count() == 4
+    assert all(s.expected_answer and "value" in s.expected_answer for s in checks)
+    assert all(s.duration_s >= 7.0 - 0.1 for s in checks)  # the instruction shows 5 s from 2 s in
+    shuffled = stimuli.get(condition__name="random_alignment", utterance__name="syn000", embodiment="avatar")
+    assert shuffled.recipe["donor"] != "syn000" and "start_frame" in shuffled.recipe
+    model = stimuli.get(condition__name="joint-model", utterance__name="syn001", embodiment="robot_sim")
+    assert model.recipe["model"] == "synth-render-joint" and model.recipe["inverse_model"] == "synth-render-inverse"
+    assert model.recipe["rig"].startswith("robot_sim:") and model.width == 96 and model.fps == 10
+    assert not model.is_placeholder
+    tokens = set(stimuli.values_list("token", flat=True))
+
+    # A second run makes nothing and keeps every token; the study now loads.
+    call_command("render_study", str(spec))
+    assert set(Stimulus.objects.filter(utterance__corpus__name="synth-render").values_list("token", flat=True)) == tokens
+    assert RenderJob.objects.filter(status="done").count() == 20
+
+
+def test_a_failed_render_says_why_and_can_be_retried(corpus, tmp_path, client, django_user_model):
+    spec = _spec_file(tmp_path, recorded=False)  # still and a model that has not been trained yet
+    with pytest.raises(CommandError, match="could not be rendered"):
+        call_command("render_study", str(spec))
+    failed = RenderJob.objects.filter(status="failed")
+    assert failed.count() == 2 and all("synth-render-joint" in j.error and "train" in j.error for j in failed)
+    assert Stimulus.objects.filter(condition__name="still", utterance__corpus__name="synth-render").count() == 2
+    assert not Stimulus.objects.filter(condition__name="joint-model").exists()
+    assert Condition.objects.get(name="joint-model").params == {"model": "synth-render-joint"}
+
+    # Train the model it names, then retry only the failures.
+    _train("joint", "synth-render-joint", "--set", "hidden=8")
+    call_command("render_study", str(spec), "--retry-failed")
+    assert RenderJob.objects.filter(status="failed").count() == 0
+    assert Stimulus.objects.filter(condition__name="joint-model").count() == 2
+
+    call_command("load_study", str(spec))  # every stimulus exists now, so the study loads
+    client.force_login(django_user_model.objects.create_superuser("boss", "b@example.org", "x"))
+    dashboard = client.get("/r/render-test/").content.decode()
+    assert "4 of 4 made" in dashboard
+    gallery = client.get("/r/render-test/gallery/?utterance=syn001").content.decode()
+    assert gallery.count("<video") == 2 and "joint-model" in gallery
+
+
+def test_a_robot_stimulus_without_an_inverse_model_is_refused_with_the_fix(corpus, tmp_path):
+    _train("joint", "synth-render-joint", "--set", "hidden=8")
+    spec = _spec_file(tmp_path, embodiments="robot_sim", recorded=False)
+    with pytest.raises(CommandError):
+        call_command("render_study", str(spec))
+    errors = set(RenderJob.objects.filter(status="failed").values_list("error", flat=True))
+    assert errors and all("--model inverse" in e for e in errors)
+    assert not Path(tmp_path / "media" / "stimuli").exists() or not any((tmp_path / "media" / "stimuli").iterdir())
