@@ -2,7 +2,10 @@
 
 One OpenGL context, one pyrender scene and one camera/light set are made per process and settings
 (`get_renderer`) and reused for every frame of every clip: making a context costs far more than drawing a
-frame. Parts marked `static` are uploaded once and only re-posed; moving parts are rebuilt each frame.
+frame. Parts marked `static` are uploaded once and only re-posed; moving parts are rebuilt each frame. With
+vertex shading (the default) the lights are evaluated per vertex in numpy (pyrender's own model) and drawn
+with the flat shader, which a CPU rasteriser draws about 2.5× faster; a static part is then re-uploaded
+only when its pose or the camera changes.
 
 The platform is chosen once (`choose_platform`): `PYOPENGL_PLATFORM` when set, else EGL when a short probe
 in a subprocess renders a triangle on a hardware device, else OSMesa. EGL on a software rasteriser
@@ -35,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FRAMINGS = ("head", "head_and_shoulders")
 LIGHTINGS = ("studio", "flat")
 PLATFORMS = ("osmesa", "egl")
+SHADINGS = ("vertex", "pixel")
 PROBE_TIMEOUT_S = 30.0
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 STATIC_CACHE_SIZE = 64  # static meshes kept uploaded (a few rigs' worth)
@@ -58,6 +62,9 @@ class RenderSettings:
     shoulders); `lighting` is "studio" (soft key, fill and rim lights) or "flat" (even, nearly shadowless);
     `fov_degrees` is the camera's vertical field of view; `supersample` renders k× larger and averages k×k
     blocks for anti-aliasing (OSMesa has no multisample buffer, so this is how edges get smooth; 1 = off).
+    `shading` is where the lights are evaluated: "vertex" (pyrender's metallic-roughness model, evaluated
+    per vertex in numpy and drawn with the flat shader — about 2.5× faster on a CPU rasteriser, Gouraud
+    smooth) or "pixel" (pyrender's own per-pixel shader).
     """
 
     width: int = 512
@@ -67,6 +74,7 @@ class RenderSettings:
     lighting: str = "studio"
     fov_degrees: float = 20.0
     supersample: int = 2
+    shading: str = "vertex"
 
     def __post_init__(self):
         for name in ("width", "height"):
@@ -95,6 +103,8 @@ class RenderSettings:
         object.__setattr__(self, "fov_degrees", float(self.fov_degrees))
         if isinstance(self.supersample, bool) or self.supersample not in (1, 2, 3, 4):
             raise ValueError(f"supersample must be 1 (off), 2, 3 or 4, got {self.supersample!r}")
+        if self.shading not in SHADINGS:
+            raise ValueError(f"unknown shading {self.shading!r}; choose one of {', '.join(SHADINGS)}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -218,6 +228,46 @@ _LIGHTS = {
 }
 
 
+MIN_ROUGHNESS = 0.04  # pyrender's mesh.frag constant (also the dielectric reflectance f0)
+
+
+def shade_vertices(positions: np.ndarray, normals: np.ndarray, base: np.ndarray, *, metallic: float,
+                   roughness: float, camera: np.ndarray, lights: Sequence[tuple[np.ndarray, np.ndarray]],
+                   ambient: float) -> np.ndarray:
+    """sRGB colours [N, 3] of world-space vertices lit as pyrender's mesh.frag lights a pixel.
+
+    The same metallic-roughness model — Schlick Fresnel, Smith geometry (k = (r + 1)² / 8), GGX
+    distribution, a (1 − F) Lambert diffuse over π, the ambient term and the 1/2.2 output gamma — for
+    directional `lights` given as (unit vector towards the light, colour × intensity). `base` is the linear
+    base colour, [3] or [N, 3].
+    """
+    n = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    v = camera[None, :] - positions
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    base = np.broadcast_to(np.asarray(base, np.float64), positions.shape)
+    roughness = float(np.clip(roughness, MIN_ROUGHNESS, 1.0))
+    metallic = float(np.clip(metallic, 0.0, 1.0))
+    c_diff = base * (1.0 - MIN_ROUGHNESS) * (1.0 - metallic)
+    f0 = MIN_ROUGHNESS * (1.0 - metallic) + base * metallic
+    k = (roughness + 1.0) ** 2 / 8.0
+    a2 = (roughness * roughness) ** 2
+    nv = np.clip(np.abs((n * v).sum(axis=1)), 0.001, 1.0)[:, None]
+    colour = base * ambient
+    for towards, radiance in lights:
+        h = v + towards[None, :]
+        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        nl = np.clip(n @ towards, 0.001, 1.0)[:, None]
+        nh = np.clip((n * h).sum(axis=1), 0.0, 1.0)[:, None]
+        vh = np.clip((v * h).sum(axis=1), 0.0, 1.0)[:, None]
+        fresnel = f0 + (1.0 - f0) * (1.0 - vh) ** 5
+        geometry = (nv / (nv * (1.0 - k) + k)) * (nl / (nl * (1.0 - k) + k))
+        distribution = a2 / (math.pi * (nh * nh * (a2 - 1.0) + 1.0) ** 2)
+        diffuse = (1.0 - fresnel) * c_diff / math.pi
+        specular = fresnel * geometry * distribution / (4.0 * nl * nv + 0.001)
+        colour = colour + nl * radiance[None, :] * (diffuse + specular)
+    return np.clip(colour, 0.0, 1.0) ** (1.0 / 2.2)
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Smooth (area-weighted) unit vertex normals, float32."""
     v = vertices.astype(np.float64, copy=False)
@@ -300,10 +350,18 @@ class Renderer:
         self._scene = pyrender.Scene(bg_color=bg, ambient_light=[lighting["ambient"]] * 3)
         self._camera_node = None
         self._camera_key: tuple | None = None
+        self._ambient = float(lighting["ambient"])
+        self._light_list: list[tuple[np.ndarray, np.ndarray]] = []
         for direction, intensity, colour in lighting["lights"]:
             towards = np.asarray(direction, float) / np.linalg.norm(direction)
-            light = pyrender.DirectionalLight(color=colour, intensity=intensity)
-            self._scene.add(light, pose=_look_at_pose(towards * 1000.0, np.zeros(3)))
+            self._light_list.append((towards, np.asarray(colour, float) * intensity))
+            if settings.shading == "pixel":
+                light = pyrender.DirectionalLight(color=colour, intensity=intensity)
+                self._scene.add(light, pose=_look_at_pose(towards * 1000.0, np.zeros(3)))
+        self._flags = pyrender.RenderFlags.FLAT if settings.shading == "vertex" else pyrender.RenderFlags.NONE
+        self._camera_position = np.zeros(3)
+        # vertex shading: part name → (what decided its colours, node), rebuilt only when that changes
+        self._lit: dict[str, tuple[tuple, Any, tuple]] = {}
         # (name, id(vertices), id(faces), colour, material) → (node, the part's arrays, kept alive so that
         # their ids cannot be reused by other arrays while the entry exists)
         self._static: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()
@@ -331,6 +389,7 @@ class Renderer:
             znear=max(distance - 2.0 * height, distance * 0.05), zfar=distance + 3.0 * height)
         pose = np.eye(4)
         pose[:3, 3] = target + np.array([0.0, 0.0, distance])
+        self._camera_position = pose[:3, 3].copy()
         if self._camera_node is not None:
             self._scene.remove_node(self._camera_node)
         self._camera_node = self._scene.add(camera, pose=pose)
@@ -365,7 +424,67 @@ class Renderer:
             primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, material=material)
         return pyrender.Mesh([primitive], is_visible=True)
 
+    def _lit_mesh(self, part: Part, pose: np.ndarray):
+        """The part as a flat-shaded mesh whose vertex colours hold its lighting (vertex shading)."""
+        pyrender = self._pyrender
+        vertices = np.asarray(part.vertices, dtype=np.float64)
+        faces = np.ascontiguousarray(part.faces, dtype=np.uint32)
+        color = np.asarray(part.color, dtype=np.float64)
+        per_vertex = color.ndim == 2
+        if per_vertex and color.shape != (len(vertices), 4):
+            raise RenderError(f"part {part.name!r}: per-vertex colours must be [{len(vertices)}, 4], "
+                              f"got {color.shape}")
+        if not per_vertex:
+            color = np.array([*color.reshape(-1)[:3], color.reshape(-1)[3] if color.size >= 4 else 1.0])
+        if not part.smooth:  # flat shading: every face gets its own three vertices
+            vertices = vertices[faces.ravel()]
+            if per_vertex:
+                color = color[faces.ravel()]
+            faces = np.arange(len(vertices), dtype=np.uint32).reshape(-1, 3)
+        normals = vertex_normals(vertices, faces).astype(np.float64)
+        rotation, shift = pose[:3, :3], pose[:3, 3]
+        rgb = shade_vertices(vertices @ rotation.T + shift, normals @ rotation.T,
+                             color[:, :3] if per_vertex else color[:3], metallic=part.metallic,
+                             roughness=part.roughness, camera=self._camera_position, lights=self._light_list,
+                             ambient=self._ambient)
+        alpha = color[:, 3:4] if per_vertex else np.full((len(vertices), 1), color[3])
+        colours = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=1), dtype=np.float32)
+        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0))
+        primitive = pyrender.Primitive(positions=np.ascontiguousarray(vertices, dtype=np.float32),
+                                       indices=faces, color_0=colours, material=material)
+        return pyrender.Mesh([primitive], is_visible=True)
+
+    def _sync_lit_parts(self, parts: Sequence[Part]) -> None:
+        """Vertex shading: a part's mesh is rebuilt when its geometry, material, pose or the camera changed
+        (its colours hold the lighting), else kept as uploaded."""
+        names = set()
+        for part in parts:
+            _check_part(part)
+            names.add(part.name)
+            pose = np.asarray(part.transform, dtype=np.float64)
+            colour = part.color
+            colour_key = id(colour) if isinstance(colour, np.ndarray) else tuple(np.ravel(colour).tolist())
+            key = (id(part.vertices) if part.static else None, id(part.faces), colour_key, part.metallic,
+                   part.roughness, part.smooth, pose.tobytes(), self._camera_position.tobytes())
+            old = self._lit.get(part.name)
+            if old is not None and part.static and old[0] == key:
+                continue
+            if old is not None:
+                self._scene.remove_node(old[1])
+            node = self._pyrender.Node(name=part.name, mesh=self._lit_mesh(part, pose), matrix=pose)
+            self._scene.add_node(node)
+            # the arrays are kept with the entry so their ids cannot be reused while it exists
+            self._lit[part.name] = (key, node, (part.vertices, part.faces, colour))
+        for name in [n for n in self._lit if n not in names]:
+            self._scene.remove_node(self._lit.pop(name)[1])
+
     def _sync_parts(self, parts: Sequence[Part]) -> None:
+        if self.settings.shading == "vertex":
+            names = [p.name for p in parts]
+            if len(set(names)) != len(names):
+                raise RenderError(f"part names must be unique within a frame, got {names}")
+            self._sync_lit_parts(parts)
+            return
         seen_static: set[tuple] = set()
         seen_dynamic: set[str] = set()
         names = [p.name for p in parts]
@@ -416,10 +535,10 @@ class Renderer:
         """One frame `[height, width, 3]` uint8 of `parts` seen as framed by `look_at` (a rig's `look_at()`)."""
         if not parts:
             raise RenderError("nothing to render: the rig returned no parts for this frame")
+        self._place_camera(look_at)  # first: vertex shading needs the camera's position
         self._sync_parts(parts)
-        self._place_camera(look_at)
         try:
-            color, _depth = self._offscreen.render(self._scene)
+            color, _depth = self._offscreen.render(self._scene, flags=self._flags)
         except Exception as exc:
             raise RenderError(f"OpenGL failed to draw the frame on {self.platform!r} "
                               f"({type(exc).__name__}: {exc})") from exc
@@ -451,6 +570,7 @@ class Renderer:
                 self._offscreen = None
                 self._static.clear()
                 self._dynamic.clear()
+                self._lit.clear()
 
 
 _renderers: dict[tuple[int, RenderSettings], Renderer] = {}

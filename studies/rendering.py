@@ -115,10 +115,14 @@ def _rated_utterances(spec: dict, corpus: Corpus) -> list[Utterance]:
 # --- jobs ----------------------------------------------------------------------------------------------
 
 
-def render_jobs_plan(spec: dict, *, retry_failed: bool = False) -> list[RenderJob]:
+def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | None = None,
+                     reencode: bool = False) -> list[RenderJob]:
     """One job per cell that has no stimulus yet (existing queued jobs are reused; failed ones only when
-    `retry_failed`). Cells that have a stimulus get a done job pointing at it, so progress counts them."""
+    `retry_failed`). Cells that have a stimulus get a done job pointing at it, so progress counts them.
+    `uploads` is the folder of an uploaded condition's videos; `reencode` lets failing uploads be re-encoded."""
     job_settings = {**render_settings(spec), "attention_scale": _attention_scale(spec)}
+    if uploads:
+        job_settings.update(uploads=str(Path(uploads).resolve()), reencode=reencode)
     jobs = []
     for utterance, condition, embodiment in study_cells(spec):
         stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
@@ -130,8 +134,11 @@ def render_jobs_plan(spec: dict, *, retry_failed: bool = False) -> list[RenderJo
             job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
             job.save(update_fields=["status", "stimulus", "error", "updated_at"])
         if retry_failed and job.status == RenderJob.Status.FAILED:
-            job.status, job.error, job.settings = RenderJob.Status.QUEUED, "", job_settings
-            job.save(update_fields=["status", "error", "settings", "updated_at"])
+            job.status, job.error = RenderJob.Status.QUEUED, ""
+            job.save(update_fields=["status", "error", "updated_at"])
+        if job.status == RenderJob.Status.QUEUED and job.settings != job_settings:
+            job.settings = job_settings  # what this run asks for (e.g. a folder of uploads given now)
+            job.save(update_fields=["settings", "updated_at"])
         jobs.append(job)
     return jobs
 
@@ -207,6 +214,8 @@ def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
 
     utterance, condition, embodiment = job.utterance, job.condition, job.embodiment
     opts = {**RENDER_KEYS, **job.settings}
+    if condition.kind == Condition.Kind.UPLOADED:
+        return _uploaded_cell(job, opts)
     seed = int(condition.params.get("seed", 0)) if condition.params else 0
     clip, recipe = condition_motion(condition, utterance, fps=float(opts["fps"]), seed=seed)
     overlay, expected = None, None
@@ -242,6 +251,40 @@ def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
               "condition_kind": condition.kind, "embodiment": embodiment, "seed": seed,
               "render": _offscreen_settings(opts), **rig_recipe, **recipe}
     return cached, recipe, expected
+
+
+UPLOAD_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+
+
+def _uploaded_cell(job: RenderJob, opts: dict) -> tuple[Path, dict, None]:
+    """A researcher's own video for the cell: `<uploads>/<condition>/<utterance>.<ext>`, checked like every
+    stimulus; one that fails the format rules is re-encoded only when asked (`--reencode`)."""
+    from render.checks import StimulusCheckError, check_stimulus, reencode_upload, sha256_of
+
+    folder = opts.get("uploads")
+    if not folder:
+        raise RenderRequestError(f"condition {job.condition.name} is uploaded: give the folder of videos with "
+                                 "`render_study ... --uploads DIR` (files DIR/<condition>/<utterance>.mp4)")
+    base = Path(folder) / job.condition.name / job.utterance.name
+    found = [base.with_suffix(ext) for ext in UPLOAD_EXTENSIONS if base.with_suffix(ext).is_file()]
+    if not found:
+        raise RenderRequestError(f"no uploaded video for {job.utterance.name} in condition {job.condition.name}: "
+                                 f"expected {base}.mp4 (or {', '.join(UPLOAD_EXTENSIONS[1:])})")
+    source = found[0]
+    recipe = {"maker": "uploaded", "condition": job.condition.name, "source_file": source.name,
+              "source_sha256": sha256_of(source)}
+    try:
+        check_stimulus(source)
+        return source, recipe, None
+    except StimulusCheckError as exc:
+        if not (opts.get("reencode") and exc.reencode_helps):
+            hint = ("; run again with --reencode to have it re-encoded to the rules" if exc.reencode_helps else "")
+            raise RenderRequestError(f"{exc}{hint}") from None
+    fixed = Path(settings.VAR_DIR) / "cache" / "uploads" / f"{recipe['source_sha256']}.mp4"
+    if not fixed.exists():
+        fixed.parent.mkdir(parents=True, exist_ok=True)
+        reencode_upload(source, fixed)
+    return fixed, {**recipe, "reencoded": True}, None
 
 
 def condition_motion(condition: Condition, utterance: Utterance, *, fps: float, seed: int):
@@ -281,8 +324,7 @@ def condition_motion(condition: Condition, utterance: Utterance, *, fps: float, 
         return recipes.random_alignment(utterance.name, utterance.speaker, n_frames, donors, seed=seed)
     if kind == Condition.Kind.MODEL:
         return _model_motion(condition, utterance, fps=fps, n_frames=n_frames, seed=seed)
-    raise RenderRequestError(f"condition kind {kind!r} is not rendered; an uploaded condition's videos are "
-                             "added as files (see render_study --uploads)")
+    raise RenderRequestError(f"condition kind {kind!r} has no motion to render")
 
 
 def _recorded(utterance: Utterance):

@@ -144,7 +144,7 @@ def test_overfits_a_tiny_batch():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    assert float(loss) < 0.05 * start, (start, float(loss))
+    assert float(loss.detach()) < 0.05 * start, (start, float(loss.detach()))
 
 
 def test_loss_is_mean_squared_command_error():

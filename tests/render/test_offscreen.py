@@ -282,3 +282,41 @@ def test_no_parts_and_a_bad_look_at_are_errors():
         renderer.render([], look_at=(np.zeros(3), 100.0))
     with pytest.raises(RenderError, match="look_at"):
         renderer.render(BallRig().parts(clip_of([0.0]), 0), look_at=(np.zeros(3), -1.0))
+
+
+def test_vertex_shading_follows_pyrenders_model_on_a_hand_worked_case():
+    """Light, camera and normal all along +z, roughness 1, dielectric: nl = nv = nh = vh = 1, so Fresnel is
+    f0 = 0.04, Smith's G = 1 (k = 0.5), GGX's D = 1/π, diffuse = (1 − 0.04)·(0.96·base)/π and specular =
+    0.04·(1/π)/(4 + 0.001); plus ambient·base; then the 1/2.2 output gamma."""
+    from render.offscreen import shade_vertices
+
+    base = np.array([0.5, 0.25, 0.1])
+    radiance = np.array([2.0, 2.0, 2.0])
+    out = shade_vertices(np.zeros((1, 3)), np.array([[0.0, 0.0, 1.0]]), base, metallic=0.0, roughness=1.0,
+                         camera=np.array([0.0, 0.0, 100.0]), lights=[(np.array([0.0, 0.0, 1.0]), radiance)],
+                         ambient=0.2)
+    diffuse = 0.96 * (0.96 * base) / np.pi
+    specular = 0.04 * (1 / np.pi) / 4.001
+    expected = np.clip(0.2 * base + radiance * (diffuse + specular), 0, 1) ** (1 / 2.2)
+    np.testing.assert_allclose(out[0], expected, rtol=1e-9)
+    # A light behind the surface contributes (almost) nothing; metal reflects its own colour.
+    behind = shade_vertices(np.zeros((1, 3)), np.array([[0.0, 0.0, 1.0]]), base, metallic=0.0, roughness=1.0,
+                            camera=np.array([0.0, 0.0, 100.0]), lights=[(np.array([0.0, 0.0, -1.0]), radiance)],
+                            ambient=0.2)
+    assert np.all(behind[0] < (0.2 * base + 0.01) ** (1 / 2.2))
+
+
+def test_vertex_and_pixel_shading_draw_the_same_face_within_a_few_levels():
+    from render.avatar import Avatar
+
+    rig = Avatar()
+    parts = rig.pose_parts(np.zeros(52, np.float32))
+    frames = {}
+    for shading in ("vertex", "pixel"):
+        renderer = Renderer(RenderSettings(width=128, height=128, supersample=1, shading=shading))
+        try:
+            frames[shading] = renderer.render(parts, look_at=rig.look_at()).astype(int)
+        finally:
+            renderer.close()
+    difference = np.abs(frames["vertex"] - frames["pixel"])
+    assert difference.mean() < 6 and np.percentile(difference, 95) < 30

@@ -119,3 +119,37 @@ def test_a_robot_stimulus_without_an_inverse_model_is_refused_with_the_fix(corpu
     errors = set(RenderJob.objects.filter(status="failed").values_list("error", flat=True))
     assert errors and all("--model inverse" in e for e in errors)
     assert not Path(tmp_path / "media" / "stimuli").exists() or not any((tmp_path / "media" / "stimuli").iterdir())
+
+
+def test_uploaded_videos_are_checked_and_reencoded_only_when_asked(corpus, tmp_path, settings):
+    import subprocess
+
+    import numpy as np
+
+    from render.checks import sha256_of
+    from render.encode import encode_stimulus
+
+    uploads = tmp_path / "uploads" / "theirs"
+    uploads.mkdir(parents=True)
+    media = Path(settings.MEDIA_ROOT) / "corpora" / "synth-render"
+    frames = [np.full((64, 64, 3), 40 * (i % 5), np.uint8) for i in range(50)]
+    encode_stimulus(iter(frames), media / "syn000.wav", uploads / "syn000.mp4", fps=25, width=64, height=64)
+    # syn001's video breaks the rules a re-encode can fix: 4:4:4 chroma and an odd width.
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=65x64:rate=25",
+                    "-i", str(media / "syn001.wav"), "-shortest", "-pix_fmt", "yuv444p", "-c:v", "libx264",
+                    "-c:a", "aac", str(uploads / "syn001.mov")], check=True)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(SPEC.format(model="x", embodiments="avatar", attention=0, recorded="").replace(
+        "    - {name: joint-model, kind: model, model: x}", "    - {name: theirs, kind: uploaded}"))
+
+    with pytest.raises(CommandError, match="could not be rendered"):
+        call_command("render_study", str(spec), "--uploads", str(tmp_path / "uploads"))
+    failed = RenderJob.objects.get(status="failed")
+    assert failed.utterance.name == "syn001" and "--reencode" in failed.error and "yuv444p" in failed.error
+    kept = Stimulus.objects.get(condition__name="theirs", utterance__name="syn000")
+    assert kept.sha256 == sha256_of(uploads / "syn000.mp4") and kept.recipe["maker"] == "uploaded"
+
+    call_command("render_study", str(spec), "--uploads", str(tmp_path / "uploads"), "--retry-failed", "--reencode")
+    fixed = Stimulus.objects.get(condition__name="theirs", utterance__name="syn001")
+    assert fixed.recipe["reencoded"] is True and fixed.width % 2 == 0
+    assert fixed.recipe["source_sha256"] == sha256_of(uploads / "syn001.mov")

@@ -22,11 +22,15 @@ class Command(BaseCommand):
         parser.add_argument("study", help="the study YAML file, or the slug of a loaded study")
         parser.add_argument("--background", action="store_true", help="queue on the render workers and return")
         parser.add_argument("--retry-failed", action="store_true", help="render failed stimuli again")
+        parser.add_argument("--uploads", help="folder of uploaded conditions' videos: DIR/<condition>/<utterance>.mp4")
+        parser.add_argument("--reencode", action="store_true",
+                            help="re-encode uploaded videos that fail the format rules (else they are refused)")
 
     def handle(self, *args, **opts):
         spec = self._spec(opts["study"])
         try:
-            jobs = rendering.render_jobs_plan(spec, retry_failed=opts["retry_failed"])
+            jobs = rendering.render_jobs_plan(spec, retry_failed=opts["retry_failed"],
+                                              uploads=opts["uploads"], reencode=opts["reencode"])
         except rendering.RenderRequestError as exc:
             raise CommandError(str(exc)) from None
         todo = [j for j in jobs if j.status == RenderJob.Status.QUEUED]
