@@ -37,6 +37,7 @@ from render.offscreen import RenderSettings, render_clip
 from render.stimulus import make_stimulus
 
 mode, seconds, size, out_dir, wav, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+supersample = int(sys.argv[7])
 fps = 25
 T = int(round(seconds * fps))
 t = np.arange(T) / fps
@@ -48,7 +49,7 @@ pose = np.zeros((T, 6), np.float32)
 pose[:, 1] = 8 * np.sin(2 * np.pi * 0.25 * t)
 pose[:, 0] = 4 * np.sin(2 * np.pi * 0.6 * t)
 clip = MotionClip(fps=fps, layout="arkit52", values=values, head_pose=pose)
-settings = RenderSettings(width=size, height=size)
+settings = RenderSettings(width=size, height=size, supersample=supersample)
 rig = Avatar()
 rig.parts(rig.prepare(clip), 0)  # build the avatar's mesh (once per process) before the clock starts
 
@@ -85,9 +86,10 @@ def _speech(path: Path, seconds: float) -> None:
                    capture_output=True)
 
 
-def _child(mode: str, seconds: float, size: int, out_dir: str, wav: str, count: int, core: int | None) -> dict:
+def _child(mode: str, seconds: float, size: int, out_dir: str, wav: str, count: int, core: int | None,
+           supersample: int) -> dict:
     code = CHILD.format(root=str(ROOT))
-    cmd = [sys.executable, "-c", code, mode, str(seconds), str(size), out_dir, wav, str(count)]
+    cmd = [sys.executable, "-c", code, mode, str(seconds), str(size), out_dir, wav, str(count), str(supersample)]
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(core)] + cmd
     result = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, cwd=ROOT)
@@ -102,16 +104,19 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=40, help="stimuli in the batch scaling test (0: skip)")
     parser.add_argument("--batch-seconds", type=float, default=2.0, help="length of each batch stimulus")
+    parser.add_argument("--supersample", type=int, default=2, help="RenderSettings.supersample (default 2, the "
+                                                                   "platform's default; 1 = no anti-aliasing)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="render-bench-") as tmp:
         wav = Path(tmp) / "speech.wav"
         _speech(wav, args.seconds)
-        reuse = _child("reuse", args.seconds, args.size, tmp, str(wav), 1, 0)
-        fresh = _child("fresh", args.seconds, args.size, tmp, str(wav), 1, 0)
+        reuse = _child("reuse", args.seconds, args.size, tmp, str(wav), 1, 0, args.supersample)
+        fresh = _child("fresh", args.seconds, args.size, tmp, str(wav), 1, 0, args.supersample)
         rt_reuse = args.seconds / reuse["wall_s"]
         rt_fresh = args.seconds / fresh["wall_s"]
-        print(f"{args.seconds:g} s clip at {args.size}x{args.size}, 25 fps, rendered + encoded on one core:")
+        print(f"{args.seconds:g} s clip at {args.size}x{args.size}, 25 fps, supersample {args.supersample}, "
+              "rendered + encoded on one core:")
         print(f"  one renderer reused   {reuse['wall_s']:7.1f} s  {reuse['frames'] / reuse['wall_s']:6.1f} fps  "
               f"{rt_reuse:5.2f}x real time  peak RSS {reuse['maxrss_mb']:.0f} MB")
         print(f"  new renderer / frame  {fresh['wall_s']:7.1f} s  {fresh['frames'] / fresh['wall_s']:6.1f} fps  "
@@ -125,7 +130,7 @@ def main() -> int:
                 procs = [subprocess.Popen(
                     (["taskset", "-c", str(i % cores)] if shutil.which("taskset") else []) +
                     [sys.executable, "-c", CHILD.format(root=str(ROOT)), "reuse", str(args.batch_seconds),
-                     str(args.size), tmp, str(wav), str(n)],
+                     str(args.size), tmp, str(wav), str(n), str(args.supersample)],
                     env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     cwd=ROOT) for i, n in enumerate(per)]
                 for p in procs:
@@ -137,6 +142,7 @@ def main() -> int:
                 print(f"  batch of {args.batch} x {args.batch_seconds:g} s stimuli on {workers} worker process(es): "
                       f"{wall:.1f} s ({args.batch / wall:.2f} stimuli/s)")
     result = {"bench": "render_speed", "seconds": args.seconds, "size": args.size, "fps": 25,
+              "supersample": args.supersample,
               "reuse_x_realtime": round(rt_reuse, 3), "fresh_x_realtime": round(rt_fresh, 3),
               "reuse_over_fresh": round(fresh["wall_s"] / reuse["wall_s"], 3),
               "peak_rss_mb": round(reuse["maxrss_mb"], 1),

@@ -538,7 +538,7 @@ class Renderer:
         self._place_camera(look_at)  # first: vertex shading needs the camera's position
         self._sync_parts(parts)
         try:
-            color, _depth = self._offscreen.render(self._scene, flags=self._flags)
+            color = self._draw()
         except Exception as exc:
             raise RenderError(f"OpenGL failed to draw the frame on {self.platform!r} "
                               f"({type(exc).__name__}: {exc})") from exc
@@ -550,7 +550,12 @@ class Renderer:
                               f"({h * scale}, {w * scale}, 3)")
         frame = frame[:, :, :3]
         if scale > 1:
-            blocks = frame.reshape(h, scale, w, scale, 3).astype(np.uint32).sum(axis=(1, 3))
+            # Average each scale×scale block: a sum of strided views in uint16 (no reduction over a 5-D
+            # view, which numpy does several times slower), rounded to nearest.
+            blocks = np.zeros((h, w, 3), np.uint16)
+            for dy in range(scale):
+                for dx in range(scale):
+                    blocks += frame[dy::scale, dx::scale]
             area = scale * scale
             frame = ((blocks + area // 2) // area).astype(np.uint8)
         else:
@@ -560,6 +565,25 @@ class Renderer:
                               "translation and look_at) or all its parts are degenerate")
         self.frames_rendered += 1
         return frame
+
+    def _draw(self) -> np.ndarray:
+        """Draw the scene and read the colour buffer. On OSMesa (no framebuffer objects) pyrender's
+        OffscreenRenderer.render also reads and linearises the depth buffer, which we never use and which
+        costs as much as the colour read: there, draw and read colour only (pyrender 0.1.45's own steps)."""
+        offscreen = self._offscreen
+        platform = offscreen._platform
+        if platform.supports_framebuffers():
+            color, _depth = offscreen.render(self._scene, flags=self._flags)
+            return color
+        platform.make_current()
+        try:
+            renderer = offscreen._renderer
+            renderer.viewport_width, renderer.viewport_height = offscreen.viewport_width, offscreen.viewport_height
+            renderer.point_size = offscreen.point_size
+            renderer.render(self._scene, self._flags, None)
+            return renderer.read_color_buf()
+        finally:
+            platform.make_uncurrent()
 
     def close(self) -> None:
         """Free the OpenGL context (the renderer cannot be used afterwards)."""

@@ -271,7 +271,7 @@ def test_a_failing_opengl_call_is_wrapped_with_the_reason(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("GL_OUT_OF_MEMORY")
 
-    monkeypatch.setattr(renderer._offscreen, "render", broken)
+    monkeypatch.setattr(renderer, "_draw", broken)  # whatever GL call fails inside the draw
     with pytest.raises(RenderError, match="OpenGL failed.*GL_OUT_OF_MEMORY"):
         renderer.render(rig.parts(clip_of([0.0]), 0), look_at=rig.look_at())
 
