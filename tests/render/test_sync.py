@@ -61,3 +61,43 @@ def test_a_renderer_that_writes_no_usable_stimulus_raises_the_check_failure():
 
     with pytest.raises(StimulusCheckError, match="ffprobe cannot read the file"):
         sync_self_test(broken_render)
+
+
+@pytest.mark.parametrize("embodiment", ["avatar", "robot"])
+def test_the_real_rigs_pass_the_sync_self_test(embodiment):
+    """The whole stimulus path — rig, offscreen renderer, encoder — keeps a jaw impulse on its click's frame.
+    The robot's servo latency is set to zero here: with latency the robot is late by design (the sim shows
+    what a real robot does), which is not an encoding fault."""
+    from inference.robots import robot_profile
+    from render.avatar import Avatar
+    from render.offscreen import RenderSettings
+    from render.robot import SimRobot
+    from render.stimulus import make_stimulus
+
+    settings = RenderSettings(width=128, height=128, supersample=1)
+    if embodiment == "avatar":
+        rig = Avatar()
+
+        def render_fn(clip, audio, out):
+            make_stimulus(rig, clip, audio, out, settings=settings)
+    else:
+        profile = robot_profile("sim-face").to_dict()
+        profile["latency_ms"] = 0.0
+        for actuator in profile["actuators"]:
+            actuator["max_speed"] = 1000.0  # no slew limit: the impulse must reach the jaw in its frame
+            actuator.pop("latency_ms", None)
+        rig = SimRobot(profile)
+        jaw = rig.channels.index("lower.jaw")
+
+        def render_fn(clip, audio, out):
+            rest = [next(a["rest"] for a in profile["actuators"] if a["name"] == c) for c in rig.channels]
+            motors = np.tile(np.asarray(rest, np.float32), (clip.n_frames, 1))  # the robot holds its rest pose
+            motors[:, jaw] = clip.values[:, clip.channels.index("jawOpen")]
+            from inference.motion import MotionClip
+
+            make_stimulus(rig, MotionClip(fps=clip.fps, layout=rig.consumes, values=motors, channels=rig.channels),
+                          audio, out, settings=settings)
+
+    report = sync_self_test(render_fn)
+    assert report.passed, report.message
+    assert report.flash_frame == report.impulse_frame
