@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.layouts import ARKIT52
-from inference.motion import MotionClip, MotionError, retarget
-from render.rig import Part, Rig, RigError
+from inference.motion import MotionClip
+from render.rig import Part, Rig, RigError, arkit52_performance
 
 # --- proportions (mm) -------------------------------------------------------------------------------------
 
@@ -1120,27 +1120,7 @@ class Avatar(Rig):
     # -- clips -------------------------------------------------------------------------------------------
 
     def prepare(self, clip: MotionClip) -> MotionClip:
-        if not isinstance(clip, MotionClip):
-            raise RigError(f"the avatar plays MotionClip objects, got {type(clip).__name__}")
-        if clip.layout != "arkit52":
-            try:
-                clip = retarget(clip, "arkit52")
-            except MotionError as exc:
-                raise RigError(f"the avatar plays arkit52 blendshape clips and cannot take a {clip.layout!r} clip: "
-                               f"{exc}. Convert it to arkit52 (or openface_au) first") from None
-        values = clip.values
-        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
-        if low < -0.5 or high > 1.5:
-            raise RigError(f"arkit52 weights must lie in 0..1, this clip spans {low:.2f}..{high:.2f}; it is probably "
-                           f"in other units (OpenFace AU intensities are 0..5: use the openface_au layout)")
-        values = np.clip(values, 0.0, 1.0).astype(np.float32)
-        pose = clip.head_pose
-        if pose is None:
-            pose = np.zeros((clip.n_frames, 6), np.float32)
-        elif np.abs(pose[:, :3]).max(initial=0.0) > 90.0 or np.abs(pose[:, 3:]).max(initial=0.0) > 300.0:
-            raise RigError("head pose rotations must stay within ±90° and translations within ±300 mm; "
-                           "check the units (degrees and millimetres)")
-        return clip.with_values(values, head_pose=pose, rig=self.name)
+        return arkit52_performance(clip, rig=self.name)
 
     def _frame(self, clip: MotionClip, frame: int) -> tuple[np.ndarray, np.ndarray]:
         if clip.layout != "arkit52" or clip.head_pose is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.motion import MotionClip
+from inference.motion import MotionClip, MotionError, retarget
 
 
 class RigError(ValueError):
@@ -60,3 +60,29 @@ class Rig(ABC):
     def look_at(self) -> tuple[np.ndarray, float]:
         """Where the camera should aim (model-space point, mm) and the height of the framed area (mm)."""
         return np.array([0.0, 0.0, 0.0], np.float32), 300.0
+
+
+def arkit52_performance(clip: MotionClip, *, rig: str, who: str = "the avatar") -> MotionClip:
+    """What a blendshape rig plays: the clip retargeted to arkit52 (RigError when no mapping exists), with
+    weights in 0..1 and a head pose (zeros when the clip has none), after a check that the numbers are in
+    the units the layout promises (weights far outside 0..1 or head rotations beyond ±90° are other units)."""
+    if not isinstance(clip, MotionClip):
+        raise RigError(f"{who} plays MotionClip objects, got {type(clip).__name__}")
+    if clip.layout != "arkit52":
+        try:
+            clip = retarget(clip, "arkit52")
+        except MotionError as exc:
+            raise RigError(f"{who} plays arkit52 blendshape clips and cannot take a {clip.layout!r} clip: "
+                           f"{exc}. Convert it to arkit52 (or openface_au) first") from None
+    low, high = float(clip.values.min(initial=0.0)), float(clip.values.max(initial=0.0))
+    if low < -0.5 or high > 1.5:
+        raise RigError(f"arkit52 weights must lie in 0..1, this clip spans {low:.2f}..{high:.2f}; it is probably "
+                       f"in other units (OpenFace AU intensities are 0..5: use the openface_au layout)")
+    values = np.clip(clip.values, 0.0, 1.0).astype(np.float32)
+    pose = clip.head_pose
+    if pose is None:
+        pose = np.zeros((clip.n_frames, 6), np.float32)
+    elif np.abs(pose[:, :3]).max(initial=0.0) > 90.0 or np.abs(pose[:, 3:]).max(initial=0.0) > 300.0:
+        raise RigError("head pose rotations must stay within ±90° and translations within ±300 mm; "
+                       "check the units (degrees and millimetres)")
+    return clip.with_values(values, head_pose=pose, rig=rig)

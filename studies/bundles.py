@@ -99,7 +99,7 @@ def study_stimuli(version: StudyVersion) -> list[tuple[Stimulus, str]]:
         practice = {u for u, have in by_utterance.items() if u not in rated | check_clips and have >= cells}
         chosen.update({s.pk: (s, "training") for s in treated if s.utterance.name in practice})
     if any(p["type"] == "trials" and p.get("attention_checks") for p in pages):
-        wanted = set(services._attention_stimuli(spec, corpus))
+        wanted = set(selectors.attention_stimuli(spec, corpus))
         checks = in_corpus.filter(condition__kind=Condition.Kind.ATTENTION_CHECK)
         chosen.update({s.pk: (s, "attention_check") for s in checks
                        if (s.utterance.name, s.condition.name, s.embodiment) in wanted})

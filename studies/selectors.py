@@ -238,3 +238,14 @@ def export_rows(study: Study, *, include_pilot: bool = False):
             "trial_shown_at": r.trial.first_shown_at.isoformat() if r.trial.first_shown_at else "",
             "answered_at": r.trial.answered_at.isoformat() if r.trial.answered_at else "",
         }
+
+
+def attention_stimuli(spec: dict, corpus) -> list[tuple[str, str, str]]:
+    """The corpus's attention-check clips for the study's embodiments: (utterance, condition, embodiment)."""
+    return sorted(
+        Stimulus.objects.filter(
+            utterance__corpus=corpus,
+            condition__kind=Condition.Kind.ATTENTION_CHECK,
+            embodiment__in=spec["stimuli"]["embodiments"],
+        ).values_list("utterance__name", "condition__name", "embodiment")
+    )

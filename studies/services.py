@@ -200,7 +200,7 @@ def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
         problems.append(SpecProblem("stimuli.utterances", msg, "see the numbers above"))
     pages = [p["type"] for p in spec["pages"]]
     needs_attention = any(p["type"] == "trials" and p["attention_checks"] for p in spec["pages"])
-    if needs_attention and not _attention_stimuli(spec, corpus):
+    if needs_attention and not selectors.attention_stimuli(spec, corpus):
         problems.append(SpecProblem("pages", "attention checks are asked for but the corpus has no "
                                     "attention-check clips for these embodiments",
                                     "make them (`manage.py demo` shows how) or set attention_checks: 0"))
@@ -224,16 +224,6 @@ def study_utterance_names(spec: dict) -> list[str]:
         .exclude(stimuli__condition__kind__in=special)
         .values_list("name", flat=True)
         .distinct()
-    )
-
-
-def _attention_stimuli(spec: dict, corpus) -> list[tuple[str, str, str]]:
-    return sorted(
-        Stimulus.objects.filter(
-            utterance__corpus=corpus,
-            condition__kind=Condition.Kind.ATTENTION_CHECK,
-            embodiment__in=spec["stimuli"]["embodiments"],
-        ).values_list("utterance__name", "condition__name", "embodiment")
     )
 
 
@@ -388,7 +378,7 @@ def _create_trials(participant: Participant, spec: dict) -> None:
         spec,
         utterances=utterances,
         training_utterances=training,
-        attention_stimuli=_attention_stimuli(spec, corpus),
+        attention_stimuli=selectors.attention_stimuli(spec, corpus),
         cell=participant.cell,
         seed=participant.seed,
     )

@@ -161,7 +161,7 @@ def test_loss_is_mean_squared_command_error():
     batch = {"x": torch.randn(1, 3, 4), "y": torch.zeros(1, 3, 2), "lengths": torch.tensor([3]),
              "mask": torch.ones(1, 3, dtype=torch.bool)}
     loss, _ = stages(cfg)[0].loss(model, batch)
-    assert float(loss) == pytest.approx(((0.7 - 0.5) ** 2 + (0.4 - 0.2) ** 2) / 2, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(((0.7 - 0.5) ** 2 + (0.4 - 0.2) ** 2) / 2, rel=1e-5)
 
 
 # --- shapes, range, determinism ------------------------------------------------------------------------
