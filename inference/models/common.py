@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..features import FeatureSpec
 from ..motion import MotionClip, retarget
-from . import Stage
+from . import Recipe, Stage
 
 REGIONS = ("upper", "middle", "lower")
 
@@ -106,3 +107,23 @@ def ccc_stages(cfg) -> list[Stage]:
 def predict_deterministic(model, cfg, x, lengths, *, seeds, temperature=None):
     """A regression network's prediction: no sampling, so seeds and temperature change nothing."""
     return model(x, lengths)
+
+
+def region_recipe(kind: str, config_class: type, network: type, description: str) -> Recipe:
+    """The Recipe of a region model (separate, joint): speech features of `cfg.features` at `cfg.fps`, the
+    moving arkit52 channels of each face region as targets, 1 − CCC, deterministic prediction; `network`
+    is built as network(in_dim, {region: n_channels}, cfg)."""
+    def build(cfg, in_dim: int, out_dim: int, space: dict) -> nn.Module:
+        dims = {r: s.stop - s.start for r, s in region_slices(space).items()}
+        if sum(dims.values()) != out_dim:
+            raise ValueError(f"regions cover {sum(dims.values())} channels but the targets have {out_dim}")
+        return network(in_dim, dims, cfg)
+
+    return Recipe(
+        kind=kind, Config=config_class, feature_spec=lambda cfg: FeatureSpec(cfg.features, cfg.fps),
+        fit_space=lambda cfg, clips: region_space(clips),
+        targets=lambda cfg, space, clip: region_targets(space, clip),
+        build=build, stages=ccc_stages, predict=predict_deterministic,
+        to_clip=lambda cfg, space, values, fps: region_clip(space, values, fps),
+        description=description,
+    )

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..features import FeatureSpec
-from . import Recipe, TrainSettings
-from .common import (ccc_stages, predict_deterministic, region_clip, region_slices, region_space,
-                     region_targets, run_lstm)
+from . import TrainSettings
+from .common import region_recipe, run_lstm
 
 
 @dataclass
@@ -51,22 +49,5 @@ class SeparateBLSTMs(nn.Module):
         return torch.cat([net(x, lengths) for net in self.regions.values()], dim=-1)
 
 
-def feature_spec(cfg: Config) -> FeatureSpec:
-    return FeatureSpec(cfg.features, cfg.fps)
-
-
-def build(cfg: Config, in_dim: int, out_dim: int, space: dict) -> nn.Module:
-    dims = {r: s.stop - s.start for r, s in region_slices(space).items()}
-    if sum(dims.values()) != out_dim:
-        raise ValueError(f"regions cover {sum(dims.values())} channels but the targets have {out_dim}")
-    return SeparateBLSTMs(in_dim, dims, cfg)
-
-
-RECIPE = Recipe(
-    kind="separate", Config=Config, feature_spec=feature_spec,
-    fit_space=lambda cfg, clips: region_space(clips),
-    targets=lambda cfg, space, clip: region_targets(space, clip),
-    build=build, stages=ccc_stages, predict=predict_deterministic,
-    to_clip=lambda cfg, space, values, fps: region_clip(space, values, fps),
-    description="one BLSTM per face region, 1 − CCC (Sadoughi & Busso)",
-)
+RECIPE = region_recipe("separate", Config, SeparateBLSTMs,
+                       "one BLSTM per face region, 1 − CCC (Sadoughi & Busso)")
