@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -102,16 +103,30 @@ def load_sequences(rec: Recipe, cfg, items: list[CorpusItem], *, cache_dir: str 
     if space is None:
         space = rec.fit_space(cfg, train_clips)
     by_split: dict[str, list[Sequence]] = {}
-    for n, item in enumerate(items, start=1):
-        clip = clips[item.name]
-        x = feats.extract_cached(item.audio_path, spec, cache_dir=cache_dir, n_frames=clip.n_frames)
-        y = rec.targets(cfg, space, clip)
-        # Self-supervised models (APC) return no targets: they learn to predict their own input.
-        y = x.reshape(len(x), -1).copy() if y is None else np.asarray(y, np.float32)
-        by_split.setdefault(item.split, []).append(Sequence(item.name, x, y))
-        if progress:
-            progress({"stage": "features", "done": n, "total": len(items)})
+
+    def features_of(item: CorpusItem) -> np.ndarray:
+        return feats.extract_cached(item.audio_path, spec, cache_dir=cache_dir, n_frames=clips[item.name].n_frames)
+
+    # Features are extracted by a few threads at once (librosa's FFTs and openSMILE's extractor release the
+    # GIL); results come back in corpus order, so the sequences are the same as a serial extraction's.
+    with ThreadPoolExecutor(max_workers=feature_workers()) as pool:
+        for n, (item, x) in enumerate(zip(items, pool.map(features_of, items)), start=1):
+            clip = clips[item.name]
+            y = rec.targets(cfg, space, clip)
+            # Self-supervised models (APC) return no targets: they learn to predict their own input.
+            y = x.reshape(len(x), -1).copy() if y is None else np.asarray(y, np.float32)
+            by_split.setdefault(item.split, []).append(Sequence(item.name, x, y))
+            if progress:
+                progress({"stage": "features", "done": n, "total": len(items)})
     return space, by_split
+
+
+def feature_workers() -> int:
+    """Threads for corpus feature extraction: EVALSITE_FEATURE_WORKERS, else the cores, at most 8."""
+    configured = os.environ.get("EVALSITE_FEATURE_WORKERS")
+    if configured:
+        return max(1, int(configured))
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _normalise(sequences: dict[str, list[Sequence]], fnorm: feats.Normalizer, tnorm: feats.Normalizer):

@@ -412,7 +412,11 @@ def _cache_key(audio: Path, clip, embodiment: str, rig_recipe: dict, opts: dict,
     h.update(clip.values.tobytes())
     if clip.head_pose is not None:
         h.update(clip.head_pose.tobytes())
-    h.update(json.dumps([clip.layout, clip.fps, embodiment, rig_recipe, _offscreen_settings(opts), overlay,
+    from render.offscreen import RenderSettings
+
+    # Everything that decides the pixels, the renderer's own defaults (shading, supersampling) included.
+    look = RenderSettings.from_dict({k: v for k, v in _offscreen_settings(opts).items() if k != "fps"}).to_dict()
+    h.update(json.dumps([clip.layout, clip.fps, embodiment, rig_recipe, look, opts["fps"], overlay,
                          RENDER_MAKER_VERSION], sort_keys=True, default=str).encode())
     return h.hexdigest()
 
