@@ -70,9 +70,7 @@ def main() -> int:
         path = out / f"{kind}.pt"
         if path.exists() and not args.fresh:
             loaded = load_checkpoint(path)
-            train_s[kind] = loaded.history[-1]["seconds"] if loaded.history else float("nan")
-            seconds = sum(_stage_seconds(loaded.history))
-            train_s[kind] = seconds
+            train_s[kind] = sum(_stage_seconds(loaded.history))
         else:
             path.unlink(missing_ok=True)
             started = time.monotonic()

@@ -397,20 +397,30 @@ class Renderer:
 
     # -- meshes ------------------------------------------------------------------------------------------
 
-    def _mesh(self, part: Part):
-        pyrender = self._pyrender
-        vertices = np.ascontiguousarray(part.vertices, dtype=np.float32)
+    @staticmethod
+    def _geometry(part: Part, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """The part's vertices, faces and colour (one RGBA, or [N, 4]); a part that is not smooth gets three
+        vertices of its own per face, so each face is shaded flat."""
+        vertices = np.ascontiguousarray(part.vertices, dtype=dtype)
         faces = np.ascontiguousarray(part.faces, dtype=np.uint32)
-        color = np.asarray(part.color, dtype=np.float32)
+        color = np.asarray(part.color, dtype=dtype)
         per_vertex = color.ndim == 2
         if per_vertex and color.shape != (len(vertices), 4):
             raise RenderError(f"part {part.name!r}: per-vertex colours must be [{len(vertices)}, 4], "
                               f"got {color.shape}")
-        if not part.smooth:  # flat shading: every face gets its own three vertices
+        if not per_vertex:
+            flat = color.reshape(-1)
+            color = np.array([*flat[:3], flat[3] if flat.size >= 4 else 1.0], dtype=dtype)
+        if not part.smooth:
             vertices = vertices[faces.ravel()]
             if per_vertex:
                 color = color[faces.ravel()]
             faces = np.arange(len(vertices), dtype=np.uint32).reshape(-1, 3)
+        return vertices, faces, color, per_vertex
+
+    def _mesh(self, part: Part):
+        pyrender = self._pyrender
+        vertices, faces, color, per_vertex = self._geometry(part, np.float32)
         normals = vertex_normals(vertices, faces)
         if per_vertex:
             material = pyrender.MetallicRoughnessMaterial(
@@ -418,29 +428,15 @@ class Renderer:
             primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, color_0=color,
                                            material=material)
         else:
-            rgba = tuple(float(c) for c in color.reshape(-1)[:4]) if color.size >= 4 else (*color.tolist(), 1.0)
             material = pyrender.MetallicRoughnessMaterial(
-                baseColorFactor=rgba, metallicFactor=part.metallic, roughnessFactor=part.roughness)
+                baseColorFactor=tuple(float(c) for c in color), metallicFactor=part.metallic, roughnessFactor=part.roughness)
             primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, material=material)
         return pyrender.Mesh([primitive], is_visible=True)
 
     def _lit_mesh(self, part: Part, pose: np.ndarray):
         """The part as a flat-shaded mesh whose vertex colours hold its lighting (vertex shading)."""
         pyrender = self._pyrender
-        vertices = np.asarray(part.vertices, dtype=np.float64)
-        faces = np.ascontiguousarray(part.faces, dtype=np.uint32)
-        color = np.asarray(part.color, dtype=np.float64)
-        per_vertex = color.ndim == 2
-        if per_vertex and color.shape != (len(vertices), 4):
-            raise RenderError(f"part {part.name!r}: per-vertex colours must be [{len(vertices)}, 4], "
-                              f"got {color.shape}")
-        if not per_vertex:
-            color = np.array([*color.reshape(-1)[:3], color.reshape(-1)[3] if color.size >= 4 else 1.0])
-        if not part.smooth:  # flat shading: every face gets its own three vertices
-            vertices = vertices[faces.ravel()]
-            if per_vertex:
-                color = color[faces.ravel()]
-            faces = np.arange(len(vertices), dtype=np.uint32).reshape(-1, 3)
+        vertices, faces, color, per_vertex = self._geometry(part, np.float64)
         normals = vertex_normals(vertices, faces).astype(np.float64)
         rotation, shift = pose[:3, :3], pose[:3, 3]
         rgb = shade_vertices(vertices @ rotation.T + shift, normals @ rotation.T,

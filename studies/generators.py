@@ -5,7 +5,6 @@ moves ids, paths and rows.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -211,6 +210,3 @@ def evaluation_write(table, out_dir: Path) -> tuple[Path, Path]:
     os.replace(tmp, md_path)
     return csv_path, md_path
 
-
-def progress_json(model: TrainedModel) -> str:
-    return json.dumps({"name": model.name, "status": model.status, "progress": model.progress, "error": model.error})

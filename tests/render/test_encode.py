@@ -166,7 +166,7 @@ def test_unreadable_audio_names_the_file_and_leaves_nothing(tmp_path):
 
     with pytest.raises(ExternalToolError, match="could not add the audio") as caught:
         encode_stimulus(grey_frames(3), bad, tmp_path / "clip.mp4", width=SIZE, height=SIZE)
-    assert "speech.wav" in str(caught.value)
+    assert "speech.wav" in str(caught.value) and "speech.wav" in caught.value.stderr_tail
     assert files_in(tmp_path) == ["speech.wav"]
 
 

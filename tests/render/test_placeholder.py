@@ -242,27 +242,6 @@ def test_encoding_identical_inputs_gives_identical_files(tmp_path, speech):
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
 
 
-def test_a_bad_frame_midway_raises_and_leaves_no_file(tmp_path, speech):
-    def frames():
-        yield from frames_of(5)
-        yield np.zeros((SIZE, SIZE + 2, 3), dtype=np.uint8)
-
-    with pytest.raises(ValueError, match=r"frame 5 has shape \(96, 98, 3\)"):
-        encode_stimulus(frames(), speech, tmp_path / "clip.mp4", width=SIZE, height=SIZE)
-    assert files_in(tmp_path) == []
-
-
-def test_an_ffmpeg_failure_carries_its_message_and_leaves_no_file(tmp_path):
-    not_audio = tmp_path / "speech.wav"
-    not_audio.write_text("not a wav file")
-
-    with pytest.raises(ExternalToolError, match="could not add the audio") as caught:
-        encode_stimulus(frames_of(5), not_audio, tmp_path / "clip.mp4", width=SIZE, height=SIZE)
-
-    assert "speech.wav" in caught.value.stderr_tail
-    assert files_in(tmp_path) == ["speech.wav"]
-
-
 def test_a_file_failing_the_checks_is_never_published(tmp_path, speech, monkeypatch):
     def reject(path):
         raise StimulusCheckError(path, ["video codec is mpeg4; re-encode with libx264 -pix_fmt yuv420p"])
