@@ -2,10 +2,11 @@
 
 One OpenGL context, one pyrender scene and one camera/light set are made per process and settings
 (`get_renderer`) and reused for every frame of every clip: making a context costs far more than drawing a
-frame. Parts marked `static` are uploaded once and only re-posed; moving parts are rebuilt each frame. With
-vertex shading (the default) the lights are evaluated per vertex in numpy (pyrender's own model) and drawn
-with the flat shader, which a CPU rasteriser draws about 2.5× faster; a static part is then re-uploaded
-only when its pose or the camera changes.
+frame. Parts marked `static` are uploaded once and only re-posed (the pose is a shader uniform); moving
+parts are rebuilt each frame. With vertex shading (the default) the lights are evaluated per vertex on the
+GPU side (render/shaders/lit_vertex.vert: pyrender's own metallic-roughness model, `shade_vertices` is the
+same model in numpy and the tested reference) and interpolated across each triangle, which a CPU rasteriser
+draws several times faster than pyrender's per-pixel shader ("pixel" shading).
 
 The platform is chosen once (`choose_platform`): `PYOPENGL_PLATFORM` when set, else EGL when a short probe
 in a subprocess renders a triangle on a hardware device, else OSMesa. EGL on a software rasteriser
@@ -19,6 +20,7 @@ out of view) — a black or empty image is never passed on as a stimulus.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import subprocess
@@ -268,14 +270,40 @@ def shade_vertices(positions: np.ndarray, normals: np.ndarray, base: np.ndarray,
     return np.clip(colour, 0.0, 1.0) ** (1.0 / 2.2)
 
 
+_vertex_face_matrices: OrderedDict[tuple, Any] = OrderedDict()
+
+
+def faces_key(faces: np.ndarray) -> tuple:
+    """An identity for a face array by its content (rigs may hand over a fresh copy of the same faces in
+    every frame)."""
+    faces = np.asarray(faces)
+    return faces.shape, faces.dtype.str, hash(faces.tobytes())
+
+
+def _vertex_face_matrix(faces: np.ndarray, n_vertices: int):
+    """The sparse [vertices × faces] incidence matrix of `faces` (cached: a rig's faces never change)."""
+    key = (faces_key(faces), n_vertices)
+    matrix = _vertex_face_matrices.get(key)
+    if matrix is not None:
+        _vertex_face_matrices.move_to_end(key)
+        return matrix
+    from scipy.sparse import csr_matrix
+
+    rows = np.ascontiguousarray(faces, dtype=np.int64).ravel()
+    cols = np.repeat(np.arange(len(faces)), 3)
+    matrix = _vertex_face_matrices[key] = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, len(faces)))
+    while len(_vertex_face_matrices) > STATIC_CACHE_SIZE:
+        _vertex_face_matrices.popitem(last=False)
+    return matrix
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Smooth (area-weighted) unit vertex normals, float32."""
+    """Smooth (area-weighted) unit vertex normals, float32: the sum of the (unnormalised) normals of the
+    faces around each vertex, through a cached sparse incidence matrix."""
     v = vertices.astype(np.float64, copy=False)
     tri = v[faces]
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    idx = faces.ravel()
-    normals = np.stack([np.bincount(idx, weights=np.repeat(face_n[:, a], 3), minlength=len(v)) for a in range(3)],
-                       axis=1)
+    normals = _vertex_face_matrix(faces, len(v)) @ face_n
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     normals /= np.where(length > 0, length, 1.0)
     return normals.astype(np.float32)
@@ -302,30 +330,72 @@ def _check_part(part: Part) -> None:
         raise RenderError(f"part {part.name!r}: colour holds NaN/inf")
 
 
-def _fix_program_cache(pyrender) -> None:
-    """Make pyrender's shader-program cache hit under OSMesa.
+def _stable_osmesa_context_ids() -> None:
+    """Make PyOpenGL identify the current OSMesa context by its address.
 
-    pyrender keys its cache on `OpenGL.contextdata.getContext()`, which under OSMesa returns a new pointer
-    object on every call, so every draw recompiled its shader and the cache grew without bound (measured:
-    a quarter of the frame time). Each pyrender renderer owns its cache and its one context, so the key
-    needs no context part. Patched once per process, before the first renderer draws.
+    PyOpenGL's OSMesa platform returns a new ctypes pointer object from every `GetCurrentContext()`, and
+    objects of that type hash by identity. PyOpenGL keys the arrays it keeps alive for each
+    `gl*Pointer` call on that object (`OpenGL.contextdata`), and pyrender keys its shader-program cache
+    on it, so every frame added entries that were never found again: the shader recompiled on every draw
+    (a quarter of the frame time) and the stored-pointer table grew without bound, slowing every vertex
+    upload (measured: half the upload time after a few hundred frames). The address is the identity those
+    tables were meant to use. Patched once per process, before the first renderer draws; EGL already
+    returns plain addresses.
     """
-    cache_class = pyrender.shader_program.ShaderProgramCache
-    if getattr(cache_class, "_evalsite_stable_key", False):
+    from OpenGL import platform as gl_platform
+
+    plat = gl_platform.PLATFORM
+    if getattr(plat, "_evalsite_stable_context", False) or not hasattr(plat, "OSMesa"):
         return
-    original = cache_class.get_program
-    contextdata = pyrender.shader_program.OpenGL.contextdata
+    current = plat.OSMesa["OSMesaGetCurrentContext"]  # a new function object: the platform's keeps its types
+    current.restype = ctypes.c_void_p
+    current.argtypes = []
+    # the platform object and the names `OpenGL.platform` exported from it at import (contextdata's)
+    for holder in (plat, gl_platform):
+        holder.GetCurrentContext = current
+        holder.CurrentContextIsValid = current
+    plat._evalsite_stable_context = True
 
-    def get_program(self, *args, **kwargs):
-        real = contextdata.getContext
-        contextdata.getContext = lambda *a, **k: 0
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            contextdata.getContext = real
 
-    cache_class.get_program = get_program
-    cache_class._evalsite_stable_key = True
+SHADER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shaders")
+
+
+def _glsl_vec3s(rows: Sequence[np.ndarray]) -> str:
+    return "vec3[](" + ", ".join("vec3(" + ", ".join(f"{float(x):.9g}" for x in row) + ")" for row in rows) + ")"
+
+
+def _lit_vertex_program_cache(pyrender, *, ambient: float, lights: Sequence[tuple[np.ndarray, np.ndarray]]):
+    """A pyrender program cache that draws RenderFlags.FLAT with render/shaders/lit_vertex.* (lights baked
+    in as constants) and every other program as pyrender does."""
+    base = pyrender.shader_program.ShaderProgramCache
+    constants = {
+        "EVALSITE_N_LIGHTS": str(len(lights)),
+        "EVALSITE_LIGHT_DIRS": _glsl_vec3s([towards for towards, _ in lights]),
+        "EVALSITE_LIGHT_RADIANCE": _glsl_vec3s([radiance for _, radiance in lights]),
+        "EVALSITE_AMBIENT": f"{float(ambient):.9g}",
+    }
+
+    class LitVertexProgramCache(base):
+        def get_program(self, vertex_shader, fragment_shader, geometry_shader=None, defines=None):
+            if vertex_shader == "flat.vert" and fragment_shader == "flat.frag":
+                # absolute paths: os.path.join(shader_dir, path) keeps them as they are
+                vertex_shader = os.path.join(SHADER_DIR, "lit_vertex.vert")
+                fragment_shader = os.path.join(SHADER_DIR, "lit_vertex.frag")
+                defines = {**(defines or {}), **constants}
+            return super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
+
+    return LitVertexProgramCache()
+
+
+@dataclass(eq=False)
+class _DynamicPart:
+    """A moving part's mesh in the scene, kept while its faces, colours and material stay the same."""
+
+    key: tuple
+    node: Any
+    primitive: Any
+    keep: tuple  # the colour array its key may name by id, kept alive so that id stays its own
+    upload: np.ndarray | None = None
 
 
 class Renderer:
@@ -336,7 +406,8 @@ class Renderer:
         self.platform = choose_platform()
         import pyrender
 
-        _fix_program_cache(pyrender)
+        if self.platform == "osmesa":
+            _stable_osmesa_context_ids()
         self._pyrender = pyrender
         scale = settings.supersample
         try:
@@ -350,22 +421,21 @@ class Renderer:
         self._scene = pyrender.Scene(bg_color=bg, ambient_light=[lighting["ambient"]] * 3)
         self._camera_node = None
         self._camera_key: tuple | None = None
-        self._ambient = float(lighting["ambient"])
-        self._light_list: list[tuple[np.ndarray, np.ndarray]] = []
+        lights: list[tuple[np.ndarray, np.ndarray]] = []
         for direction, intensity, colour in lighting["lights"]:
             towards = np.asarray(direction, float) / np.linalg.norm(direction)
-            self._light_list.append((towards, np.asarray(colour, float) * intensity))
+            lights.append((towards, np.asarray(colour, float) * intensity))
             if settings.shading == "pixel":
                 light = pyrender.DirectionalLight(color=colour, intensity=intensity)
                 self._scene.add(light, pose=_look_at_pose(towards * 1000.0, np.zeros(3)))
         self._flags = pyrender.RenderFlags.FLAT if settings.shading == "vertex" else pyrender.RenderFlags.NONE
-        self._camera_position = np.zeros(3)
-        # vertex shading: part name → (what decided its colours, node), rebuilt only when that changes
-        self._lit: dict[str, tuple[tuple, Any, tuple]] = {}
+        if settings.shading == "vertex":
+            self._offscreen._renderer._program_cache = _lit_vertex_program_cache(
+                pyrender, ambient=float(lighting["ambient"]), lights=lights)
         # (name, id(vertices), id(faces), colour, material) → (node, the part's arrays, kept alive so that
         # their ids cannot be reused by other arrays while the entry exists)
         self._static: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()
-        self._dynamic: dict[str, Any] = {}
+        self._dynamic: dict[str, _DynamicPart] = {}
         self.frames_rendered = 0
 
     # -- camera ------------------------------------------------------------------------------------------
@@ -389,7 +459,6 @@ class Renderer:
             znear=max(distance - 2.0 * height, distance * 0.05), zfar=distance + 3.0 * height)
         pose = np.eye(4)
         pose[:3, 3] = target + np.array([0.0, 0.0, distance])
-        self._camera_position = pose[:3, 3].copy()
         if self._camera_node is not None:
             self._scene.remove_node(self._camera_node)
         self._camera_node = self._scene.add(camera, pose=pose)
@@ -433,54 +502,7 @@ class Renderer:
             primitive = pyrender.Primitive(positions=vertices, normals=normals, indices=faces, material=material)
         return pyrender.Mesh([primitive], is_visible=True)
 
-    def _lit_mesh(self, part: Part, pose: np.ndarray):
-        """The part as a flat-shaded mesh whose vertex colours hold its lighting (vertex shading)."""
-        pyrender = self._pyrender
-        vertices, faces, color, per_vertex = self._geometry(part, np.float64)
-        normals = vertex_normals(vertices, faces).astype(np.float64)
-        rotation, shift = pose[:3, :3], pose[:3, 3]
-        rgb = shade_vertices(vertices @ rotation.T + shift, normals @ rotation.T,
-                             color[:, :3] if per_vertex else color[:3], metallic=part.metallic,
-                             roughness=part.roughness, camera=self._camera_position, lights=self._light_list,
-                             ambient=self._ambient)
-        alpha = color[:, 3:4] if per_vertex else np.full((len(vertices), 1), color[3])
-        colours = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=1), dtype=np.float32)
-        material = pyrender.MetallicRoughnessMaterial(baseColorFactor=(1.0, 1.0, 1.0, 1.0))
-        primitive = pyrender.Primitive(positions=np.ascontiguousarray(vertices, dtype=np.float32),
-                                       indices=faces, color_0=colours, material=material)
-        return pyrender.Mesh([primitive], is_visible=True)
-
-    def _sync_lit_parts(self, parts: Sequence[Part]) -> None:
-        """Vertex shading: a part's mesh is rebuilt when its geometry, material, pose or the camera changed
-        (its colours hold the lighting), else kept as uploaded."""
-        names = set()
-        for part in parts:
-            _check_part(part)
-            names.add(part.name)
-            pose = np.asarray(part.transform, dtype=np.float64)
-            colour = part.color
-            colour_key = id(colour) if isinstance(colour, np.ndarray) else tuple(np.ravel(colour).tolist())
-            key = (id(part.vertices) if part.static else None, id(part.faces), colour_key, part.metallic,
-                   part.roughness, part.smooth, pose.tobytes(), self._camera_position.tobytes())
-            old = self._lit.get(part.name)
-            if old is not None and part.static and old[0] == key:
-                continue
-            if old is not None:
-                self._scene.remove_node(old[1])
-            node = self._pyrender.Node(name=part.name, mesh=self._lit_mesh(part, pose), matrix=pose)
-            self._scene.add_node(node)
-            # the arrays are kept with the entry so their ids cannot be reused while it exists
-            self._lit[part.name] = (key, node, (part.vertices, part.faces, colour))
-        for name in [n for n in self._lit if n not in names]:
-            self._scene.remove_node(self._lit.pop(name)[1])
-
     def _sync_parts(self, parts: Sequence[Part]) -> None:
-        if self.settings.shading == "vertex":
-            names = [p.name for p in parts]
-            if len(set(names)) != len(names):
-                raise RenderError(f"part names must be unique within a frame, got {names}")
-            self._sync_lit_parts(parts)
-            return
         seen_static: set[tuple] = set()
         seen_dynamic: set[str] = set()
         names = [p.name for p in parts]
@@ -507,12 +529,25 @@ class Renderer:
                     self._static[key] = (node, (part.vertices, part.faces, colour))
             else:
                 seen_dynamic.add(part.name)
-                old = self._dynamic.pop(part.name, None)
-                if old is not None:  # the scene indexes nodes by mesh, so a new mesh needs a new node
-                    self._scene.remove_node(old)
-                node = self._pyrender.Node(name=part.name, mesh=self._mesh(part), matrix=pose)
+                colour = part.color
+                colour_key = id(colour) if isinstance(colour, np.ndarray) else tuple(np.ravel(colour).tolist())
+                key = (faces_key(part.faces), len(part.vertices), colour_key, part.metallic, part.roughness,
+                       part.smooth)
+                entry = self._dynamic.get(part.name)
+                if entry is not None and entry.key == key and entry.primitive._vaid is not None:
+                    # Same mesh, new vertex positions: refill its vertex buffer in place before the draw
+                    # (a new primitive would cost a vertex array, three buffers and their set-up).
+                    vertices, faces, color, per_vertex = self._geometry(part, np.float32)
+                    columns = [vertices, vertex_normals(vertices, faces)] + ([color] if per_vertex else [])
+                    entry.upload = np.ascontiguousarray(np.hstack(columns), dtype=np.float32)
+                    self._scene.set_pose(entry.node, pose)
+                    continue
+                if entry is not None:  # the scene indexes nodes by mesh, so a new mesh needs a new node
+                    self._scene.remove_node(entry.node)
+                mesh = self._mesh(part)
+                node = self._pyrender.Node(name=part.name, mesh=mesh, matrix=pose)
                 self._scene.add_node(node)
-                self._dynamic[part.name] = node
+                self._dynamic[part.name] = _DynamicPart(key, node, mesh.primitives[0], (part.faces, colour))
         # Parts of another rig or an earlier frame leave the scene (their GL buffers are freed by pyrender).
         for key, (node, _keep) in list(self._static.items()):
             if key not in seen_static and node in self._scene.nodes:
@@ -523,7 +558,7 @@ class Renderer:
                 self._scene.remove_node(node)
         for name in list(self._dynamic):
             if name not in seen_dynamic:
-                self._scene.remove_node(self._dynamic.pop(name))
+                self._scene.remove_node(self._dynamic.pop(name).node)
 
     # -- frames ------------------------------------------------------------------------------------------
 
@@ -531,7 +566,7 @@ class Renderer:
         """One frame `[height, width, 3]` uint8 of `parts` seen as framed by `look_at` (a rig's `look_at()`)."""
         if not parts:
             raise RenderError("nothing to render: the rig returned no parts for this frame")
-        self._place_camera(look_at)  # first: vertex shading needs the camera's position
+        self._place_camera(look_at)
         self._sync_parts(parts)
         try:
             color = self._draw()
@@ -568,10 +603,11 @@ class Renderer:
         costs as much as the colour read: there, draw and read colour only (pyrender 0.1.45's own steps)."""
         offscreen = self._offscreen
         platform = offscreen._platform
+        platform.make_current()
+        self._upload_dynamic()
         if platform.supports_framebuffers():
             color, _depth = offscreen.render(self._scene, flags=self._flags)
             return color
-        platform.make_current()
         try:
             renderer = offscreen._renderer
             renderer.viewport_width, renderer.viewport_height = offscreen.viewport_width, offscreen.viewport_height
@@ -580,6 +616,18 @@ class Renderer:
             return renderer.read_color_buf()
         finally:
             platform.make_uncurrent()
+
+    def _upload_dynamic(self) -> None:
+        """Refill the vertex buffers of moving parts whose mesh was kept (the context is current).
+        The layout is pyrender's: interleaved position, normal and, when per vertex, colour."""
+        from OpenGL.GL import GL_ARRAY_BUFFER, glBindBuffer, glBufferSubData
+
+        for entry in self._dynamic.values():
+            if entry.upload is not None:
+                glBindBuffer(GL_ARRAY_BUFFER, entry.primitive._buffers[0])
+                glBufferSubData(GL_ARRAY_BUFFER, 0, entry.upload.nbytes, entry.upload)
+                entry.upload = None
+        glBindBuffer(GL_ARRAY_BUFFER, 0)
 
     def close(self) -> None:
         """Free the OpenGL context (the renderer cannot be used afterwards)."""
@@ -590,7 +638,6 @@ class Renderer:
                 self._offscreen = None
                 self._static.clear()
                 self._dynamic.clear()
-                self._lit.clear()
 
 
 _renderers: dict[tuple[int, RenderSettings], Renderer] = {}

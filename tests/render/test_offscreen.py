@@ -191,25 +191,83 @@ def test_the_renderer_is_made_once_for_many_frames_and_clips(monkeypatch):
     assert rig.prepared == 2
 
 
-def test_static_parts_are_uploaded_once_and_moving_parts_every_frame(monkeypatch):
+def test_static_parts_are_uploaded_once_and_moving_parts_refill_their_buffer_every_frame(monkeypatch):
+    import OpenGL.GL
+    import pyrender
+
+    meshes, refills = [], []
+    original_mesh = pyrender.Mesh.__init__
+    original_refill = OpenGL.GL.glBufferSubData
+
+    def counting(self, primitives, *args, **kwargs):
+        meshes.append(primitives[0].positions.shape[0])
+        original_mesh(self, primitives, *args, **kwargs)
+
+    def refill(target, offset, size, data):
+        refills.append(np.asarray(data).reshape(-1, 6)[:, :3].copy())  # position + normal per vertex
+        return original_refill(target, offset, size, data)
+
+    monkeypatch.setattr(pyrender.Mesh, "__init__", counting)
+    monkeypatch.setattr(OpenGL.GL, "glBufferSubData", refill)
+    rig = BallRig()
+    renderer = Renderer(RenderSettings(**SMALL))
+    clip = clip_of(np.linspace(0, 10, 5))
+    frames = [renderer.render(rig.parts(clip, i), look_at=rig.look_at()) for i in range(5)]
+    n_ball, n_block = len(rig.ball[0]), len(rig.block[0])
+    assert n_ball != n_block
+    assert meshes.count(n_ball) == 1 and meshes.count(n_block) == 1 and len(meshes) == 2
+    # frames 1..4 refill the ball's buffer with that frame's vertices, and the pixels follow
+    assert len(refills) == 4
+    for i, uploaded in enumerate(refills, start=1):
+        np.testing.assert_allclose(uploaded, rig.parts(clip, i)[0].vertices, atol=1e-4)
+    assert not np.array_equal(frames[0], frames[4])
+    again = Renderer(RenderSettings(**SMALL))
+    np.testing.assert_array_equal(again.render(rig.parts(clip, 4), look_at=rig.look_at()), frames[4])
+
+
+def test_a_moving_part_with_other_faces_gets_a_new_mesh(monkeypatch):
     import pyrender
 
     meshes = []
     original = pyrender.Mesh.__init__
 
     def counting(self, primitives, *args, **kwargs):
-        meshes.append(primitives[0].positions.shape[0])
+        meshes.append(len(primitives[0].indices))
         original(self, primitives, *args, **kwargs)
 
     monkeypatch.setattr(pyrender.Mesh, "__init__", counting)
-    rig = BallRig()
+    vertices, faces = ball()
     renderer = Renderer(RenderSettings(**SMALL))
-    clip = clip_of(np.linspace(0, 10, 5))
-    for i in range(5):
-        renderer.render(rig.parts(clip, i), look_at=rig.look_at())
-    n_ball, n_block = len(rig.ball[0]), len(rig.block[0])
-    assert n_ball != n_block
-    assert meshes.count(n_ball) == 5 and meshes.count(n_block) == 1 and len(meshes) == 6
+    renderer.render([Part("ball", vertices, faces)], look_at=(np.zeros(3), 120.0))
+    renderer.render([Part("ball", vertices + 1.0, faces[:-20])], look_at=(np.zeros(3), 120.0))
+    assert meshes == [len(faces), len(faces) - 20]
+
+
+def test_lights_evaluated_on_the_gpu_match_the_numpy_model():
+    """A flat square facing the camera, lit per vertex by the shader: each corner's pixel colour is the
+    model's colour at that corner (shade_vertices, the tested reference), within rounding."""
+    from render.offscreen import _LIGHTS, shade_vertices
+
+    half = 40.0
+    vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    base = (0.7, 0.45, 0.3, 1.0)
+    settings = RenderSettings(width=96, height=96, supersample=1, background=(0, 0, 0))
+    renderer = Renderer(settings)
+    frame = renderer.render([Part("square", vertices, faces, base, roughness=0.5)], look_at=(np.zeros(3), 100.0))
+    camera = renderer._scene.get_pose(renderer._camera_node)[:3, 3]
+    lights = [(np.asarray(d, float) / np.linalg.norm(d), np.asarray(c, float) * i)
+              for d, i, c in _LIGHTS["studio"]["lights"]]
+    expected = shade_vertices(vertices.astype(float), np.tile([0.0, 0.0, 1.0], (4, 1)), np.array(base[:3]),
+                              metallic=0.0, roughness=0.5, camera=camera, lights=lights,
+                              ambient=_LIGHTS["studio"]["ambient"]) * 255
+    rows, cols = np.nonzero(frame.any(axis=2))
+    top, bottom, left, right = rows.min() + 1, rows.max() - 1, cols.min() + 1, cols.max() - 1  # 1 px inside
+    assert 0 < top and bottom < 95 and 0 < left and right < 95  # the whole square is in view
+    corners = {0: (bottom, left), 1: (bottom, right), 2: (top, right), 3: (top, left)}  # image rows run down
+    for vertex, (row, col) in corners.items():
+        np.testing.assert_allclose(frame[row, col], expected[vertex], atol=3.0)
+    assert np.ptp(expected, axis=0).max() > 3.0  # the corners differ, so the check can tell them apart
 
 
 def test_render_clip_streams_one_frame_per_clip_frame_and_checks_the_clip_first():
