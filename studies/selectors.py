@@ -164,9 +164,31 @@ def study_uses_placeholders(study: Study) -> bool:
 EXPORT_COLUMNS = [
     "participant", "source", "status", "excluded", "exclusion_rules", "cell", "trial_position", "trial_kind",
     "question", "question_type", "item", "slot", "stimulus", "condition", "embodiment", "utterance", "speaker",
-    "role", "pair_a", "pair_b", "value", "choice", "strength", "answer_ms", "watched_fraction", "seeks",
-    "pauses", "replays", "hidden_ms", "playback_errors", "trial_shown_at", "answered_at",
+    "role", "check", "expected", "pair_a", "pair_b", "value", "choice", "strength", "scale_min", "scale_max",
+    "answer_ms", "watched_fraction", "seeks", "pauses", "replays", "hidden_ms", "playback_errors", "trial_shown_at",
+    "answered_at",
 ]
+
+
+def _answer_scale(question: dict) -> tuple:
+    """The rating scale a question's values lie on: likert 1..points, slider min..max (0..100 unless the spec
+    says otherwise), pairwise none (its value is the signed strength, not a rating)."""
+    qtype = question.get("type")
+    if qtype == "likert":
+        return 1, question.get("points", 5)
+    if qtype == "slider":
+        return question.get("min", 0), question.get("max", 100)
+    return "", ""
+
+
+def _check_kind(trial: Trial, slots: list) -> str:
+    """"attention" for an attention-check trial; "catch" for a rated trial whose video (either side of a pair)
+    is a catch condition (`params: {catch: true}`, a deliberate lip-sync mismatch); "" otherwise."""
+    if trial.kind == Trial.Kind.ATTENTION:
+        return "attention"
+    if trial.kind == Trial.Kind.RATED and any((s.stimulus.condition.params or {}).get("catch") for s in slots):
+        return "catch"
+    return ""
 
 
 def export_rows(study: Study, *, include_pilot: bool = False):
@@ -204,6 +226,10 @@ def export_rows(study: Study, *, include_pilot: bool = False):
         watch = [getattr(s, "watch", None) for s in (slots.values() if is_pair else [rated] if rated else [])]
         watch = [w for w in watch if w is not None]
         stim = described.stimulus if described else None
+        # Pairwise: the trial is a catch when either side is; otherwise only the rated video counts.
+        check = _check_kind(r.trial, list(slots.values()) if is_pair else [rated] if rated else [])
+        expected = (rated.stimulus.expected_answer or {}).get("value", "") if check == "attention" and rated else ""
+        scale_min, scale_max = _answer_scale(question)
         yield {
             "participant": str(p.public_id),
             "source": p.source,
@@ -223,11 +249,15 @@ def export_rows(study: Study, *, include_pilot: bool = False):
             "utterance": stim.utterance.name if stim else (slots[0].stimulus.utterance.name if slots else ""),
             "speaker": stim.utterance.speaker if stim else "",
             "role": described.role if described else "",
+            "check": check,
+            "expected": expected,
             "pair_a": slots[0].stimulus.condition.name if is_pair and 0 in slots else "",
             "pair_b": slots[1].stimulus.condition.name if is_pair and 1 in slots else "",
             "value": r.value,
             "choice": r.choice,
             "strength": r.strength if r.strength is not None else "",
+            "scale_min": scale_min,
+            "scale_max": scale_max,
             "answer_ms": r.answer_ms,
             "watched_fraction": min((w.watched_fraction for w in watch), default=""),
             "seeks": sum(w.seeks for w in watch),
