@@ -18,6 +18,8 @@ app.conf.update(
         "studies.tasks.inference_*": {"queue": "inference"},
         "studies.tasks.render_*": {"queue": "render"},
         "studies.tasks.hardware_*": {"queue": "hardware"},
+        # significance reports are CPU work of the same kind as evaluation: the inference workers do them
+        "studies.tasks.report_*": {"queue": "inference"},
     },
     task_acks_late=True,
     task_reject_on_worker_lost=True,

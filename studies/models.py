@@ -390,3 +390,33 @@ class Exclusion(models.Model):
 
     def __str__(self):
         return f"{self.participant_id}: {self.rule}"
+
+
+class StudyReport(models.Model):
+    """One significance report of a study: a snapshot of its responses analysed and written out (HTML, PDF,
+    CSV tables, figures, summary.json) under VAR_DIR/reports, shown to the study's researchers only."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="reports")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    options = models.JSONField(default=dict, blank=True, help_text="analysis settings (correction, rounds, seed…)")
+    progress = models.JSONField(default=dict, blank=True, help_text="stage and fraction done")
+    folder = models.CharField(max_length=400, blank=True, help_text="relative to VAR_DIR")
+    error = models.TextField(blank=True)
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.study.slug} report {self.pk}: {self.status}"

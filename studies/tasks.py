@@ -127,3 +127,12 @@ def render_stimulus(job_id: int) -> str:
 
     job = rendering.render_job_run(job_id=job_id)
     return job.stimulus.token if job.stimulus else ""
+
+
+@shared_task(name="studies.tasks.report_study")
+def report_study(report_id: int) -> str:
+    """Analyse a study's responses and write its significance report (queue `inference`). A report that is
+    done stays as it is; one interrupted by a dead worker is made again from the start."""
+    from . import reporting
+
+    return reporting.report_run(report_id=report_id).status

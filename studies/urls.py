@@ -24,4 +24,8 @@ urlpatterns = [
     path("r/<slug:slug>/renders/retry/", researcher.study_render_retry, name="study_render_retry"),
     path("r/<slug:slug>/gallery/", researcher.study_gallery, name="study_gallery"),
     path("r/<slug:slug>/responses.csv", researcher.study_export, name="study_export"),
+    path("r/<slug:slug>/reports/", researcher.study_report_request, name="study_report_request"),
+    path("r/<slug:slug>/reports/<int:report_id>/progress.json", researcher.study_report_progress,
+         name="study_report_progress"),
+    path("r/<slug:slug>/reports/<int:report_id>/<path:name>", researcher.study_report_file, name="study_report_file"),
 ]

@@ -18,7 +18,8 @@
   participant ids, so an id taken from an email field is a pseudonym ("email-" + 12 hex digits of its
   SHA-256) and email columns are not carried into the frame.
   Stimulus "reference" is the hidden reference; "anchor35", "anchor70" (any name starting "anchor") are
-  anchors. item = trial_id, question = "mushra", scale 0..100, answer_ms = rating_time (webMUSHRA's time on
+  anchors. utterance = trial_id (a trial is one stimulus material: its conditions are compared within it and
+  the analysis pools the trials, with a per-trial breakdown), item = "", question = "mushra", scale 0..100, answer_ms = rating_time (webMUSHRA's time on
   the page, the same for every slider of it). Its `paired_comparison.csv` records whether the listener found
   the reference ("correct"/"incorrect"), not a preference, and is refused with that explanation.
 - "hemvip": HEMVIP, the GENEA Challenge's fork of webMUSHRA for video (github.com/jonepatr/hemvip). HEMVIP
@@ -29,7 +30,7 @@
   (`video` = rating page with 0..100 sliders, `videopc` = pairwise page). HEMVIP gives every page of a
   participant's list the same page id, so pages are told apart by order: a page ends where the trial id or
   rating_time (the time on the page, the same on all its rows) changes, or, without rating_time, where a
-  stimulus name repeats; item = "<trial_id>#<page>" when ids repeat, and the stimulus (which video) is
+  stimulus name repeats; utterance = "<trial_id>#<page>" when ids repeat, and the stimulus (which video) is
   unknown. Attention checks are the stimulus "at" (rating page; the number asked for is in
   the page config, not the results: read from an `expected` column if there is one, else left empty, and
   HEMVIP already ended the session of anyone who missed it by more than 3) or a name containing "attn"
@@ -280,7 +281,7 @@ def _from_mushra(name: str, frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
     pairwise = pairwise.groupby([participant, page]).transform("any").astype(bool)
     pages_per_trial = pd.DataFrame({"p": participant, "t": trial_id, "g": page}).groupby(["p", "t"])["g"].nunique()
     ids_repeat = bool((pages_per_trial > 1).any())
-    item = trial_id + "#" + page.astype(str) if ids_repeat else trial_id
+    material = trial_id + "#" + page.astype(str) if ids_repeat else trial_id
     attention_name = (lower.eq("at") | lower.str.contains("attn", regex=False)) & (fmt == "hemvip")
     role = np.where(lower.eq("reference"), "hidden_reference",
                     np.where(lower.str.startswith("anchor"), "anchor", "test"))
@@ -293,7 +294,8 @@ def _from_mushra(name: str, frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
         "value": score,
         "question": question,
         "question_type": "slider",
-        "item": item,
+        "item": "",
+        "utterance": material,
         "stimulus": "" if ids_repeat else trial_id + "/" + stim,
         "trial_kind": np.where(attention_name, "attention", "rated"),
         "check": np.where(attention_name, "attention", ""),

@@ -6,16 +6,16 @@ import io
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.conf import settings
 from django.views.decorators.http import require_POST
 
-from .. import rendering, selectors, services
+from .. import reporting, rendering, selectors, services
 from ..exports import write_responses_csv
 from ..recruiting import prolific
-from ..models import Corpus, Study, TrainedModel
+from ..models import Corpus, Study, StudyReport, TrainedModel
 from .participant import _remember
 
 
@@ -55,7 +55,55 @@ def study_dashboard(request, slug):
     }
     jobs = rendering.study_render_jobs(study.current_version.spec)
     return render(request, "studies/researcher/dashboard.html",
-                  {**selectors.dashboard(study), "links": links, "renders": rendering.render_progress(jobs)})
+                  {**selectors.dashboard(study), "links": links, "renders": rendering.render_progress(jobs),
+                   "reports": study.reports.all()[:5], "corrections": REPORT_CORRECTIONS})
+
+
+REPORT_CORRECTIONS = (("holm", "Holm–Bonferroni"), ("bonferroni", "Bonferroni"), ("bh", "Benjamini–Hochberg"),
+                      ("none", "none"))
+
+
+@login_required
+@require_POST
+def study_report_request(request, slug):
+    """Queue a significance report of the responses so far (made by a worker; progress on the dashboard)."""
+    study = _study_for(request, slug)
+    options = {"correction": request.POST.get("correction") or "holm"}
+    try:
+        options["n_boot"] = int(request.POST.get("n_boot") or 10000)
+        options["seed"] = int(request.POST.get("seed") or 0)
+    except ValueError:
+        return HttpResponse("Bootstrap rounds and seed must be whole numbers.", status=400, content_type="text/plain")
+    if options["correction"] not in dict(REPORT_CORRECTIONS) or not 100 <= options["n_boot"] <= 100_000:
+        return HttpResponse("Choose a listed correction and 100 to 100,000 bootstrap rounds.", status=400,
+                            content_type="text/plain")
+    reporting.report_request(study=study, user=request.user, options=options)
+    return HttpResponseRedirect(reverse("study_dashboard", args=[slug]) + "#reports")
+
+
+@login_required
+def study_report_progress(request, slug, report_id):
+    report = get_object_or_404(StudyReport, pk=report_id, study=_study_for(request, slug))
+    return JsonResponse({"id": report.pk, "status": report.status, "progress": report.progress,
+                         "error": report.error})
+
+
+REPORT_TYPES = {".html": "text/html; charset=utf-8", ".pdf": "application/pdf", ".json": "application/json",
+                ".csv": "text/csv; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
+
+
+@login_required
+def study_report_file(request, slug, report_id, name):
+    """A file of a finished report (the page, the PDF, tables, figures), to the study's researchers only."""
+    report = get_object_or_404(StudyReport, pk=report_id, study=_study_for(request, slug))
+    try:
+        path = reporting.report_file(report, name)
+    except reporting.ReportError as exc:
+        raise Http404(str(exc))
+    response = FileResponse(path.open("rb"), content_type=REPORT_TYPES.get(path.suffix, "application/octet-stream"))
+    if path.suffix == ".svg":  # an SVG can hold script: never run it as a page of this site
+        response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
 
 
 @login_required

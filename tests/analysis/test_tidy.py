@@ -219,7 +219,7 @@ def test_webmushra_results_become_tidy_rows(tmp_path):
     roles = frame.drop_duplicates("condition").set_index("condition")["role"].to_dict()
     assert roles == {"reference": "hidden_reference", "C1": "test", "C2": "test", "anchor35": "anchor",
                      "anchor70": "anchor"}
-    row = frame[(frame["participant"] == "a81b99c3") & (frame["condition"] == "C2") & (frame["item"] == "trial2")]
+    row = frame[(frame["participant"] == "a81b99c3") & (frame["condition"] == "C2") & (frame["utterance"] == "trial2")]
     assert row["value"].item() == 61.0 and row["answer_ms"].item() == 51000.0
     assert row["stimulus"].item() == "trial2/C2" and row["question"].item() == "mushra"
     assert (row["question_type"].item(), row["scale_min"].item(), row["scale_max"].item()) == ("slider", 0, 100)
@@ -285,9 +285,9 @@ def test_hemvip_pages_ratings_pairs_and_attention_checks(tmp_path):
     assert fmt == "hemvip"
     assert frame["participant"].eq("5f3c11aa").all()
     ratings = frame[frame["question"] == "video"]
-    # One page id for all pages: pages are told apart by their time, items are "<id>#<page>".
+    # One page id for all pages: pages are told apart by their time, materials are "<id>#<page>".
     assert ratings["trial_position"].tolist() == [1, 1, 2, 2, 3, 3]
-    assert ratings["item"].tolist()[:3] == ["subject_72#1", "subject_72#1", "subject_72#2"]
+    assert ratings["utterance"].tolist()[:3] == ["subject_72#1", "subject_72#1", "subject_72#2"]
     assert ratings["value"].tolist() == [64, 41, 55, 47, 63, 20]
     at = ratings[ratings["condition"] == "at"]
     assert at["check"].eq("attention").all() and at["trial_kind"].eq("attention").all()
