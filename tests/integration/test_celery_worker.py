@@ -125,3 +125,33 @@ def test_an_inference_worker_trains_a_registered_model(inference_worker, redis_b
     assert model.progress["fraction"] == 1.0 and model.progress["epochs"] == 3
     assert (Path(settings.MEDIA_ROOT) / model.checkpoint_path).exists()
     assert TrainedModel.objects.get(pk=model.pk).checkpoint_path == "models/worker-joint.pt"
+
+
+def test_an_inference_worker_writes_a_queued_significance_report(inference_worker, redis_broker):
+    import shutil
+
+    from studies import reporting, services
+    from studies.demo import demo_spec_text
+    from studies.models import StudyReport
+
+    demo_corpus_build(quick=True)
+    version, _ = services.study_load(text=demo_spec_text(quick=True))
+    report = StudyReport.objects.create(study=version.study, options={"n_boot": 200})
+    with app.connection_for_write(redis_broker) as conn:
+        tasks.report_study.apply_async(args=(report.pk,), connection=conn)
+    assert app.amqp.router.route({}, tasks.report_study.name)["queue"].name == "inference"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            report.refresh_from_db()
+            if report.status in ("done", "failed"):
+                break
+            assert inference_worker.poll() is None, inference_worker.stdout.read()
+            time.sleep(0.5)
+        assert report.status == "done", report.error
+        assert report.progress == {"stage": "done", "fraction": 1.0} and report.snapshot_at is not None
+        summary = reporting.report_file(report, "summary.json").read_text()
+        assert '"slug": "' + version.study.slug + '"' in summary and '"n_boot": 200' in summary
+        assert reporting.report_file(report, "report.pdf").read_bytes().startswith(b"%PDF")
+    finally:
+        shutil.rmtree(Path(settings.VAR_DIR) / "reports" / version.study.slug, ignore_errors=True)
