@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch
 
+from .analysis.columns import PLATFORM_COLUMNS
 from .models import Condition, Exclusion, Participant, Response, Stimulus, Study, Trial, TrialStimulus
 
 NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
@@ -161,13 +162,7 @@ def study_uses_placeholders(study: Study) -> bool:
     ).exists()
 
 
-EXPORT_COLUMNS = [
-    "participant", "source", "status", "excluded", "exclusion_rules", "cell", "trial_position", "trial_kind",
-    "question", "question_type", "item", "slot", "stimulus", "condition", "embodiment", "utterance", "speaker",
-    "role", "check", "expected", "pair_a", "pair_b", "value", "choice", "strength", "scale_min", "scale_max",
-    "answer_ms", "watched_fraction", "seeks", "pauses", "replays", "hidden_ms", "playback_errors", "trial_shown_at",
-    "answered_at",
-]
+EXPORT_COLUMNS = PLATFORM_COLUMNS
 
 
 def _answer_scale(question: dict) -> tuple:

@@ -3,9 +3,9 @@
 `load_csv` reads four kinds of file and `normalise` checks a frame against the chosen design:
 
 - "platform": this platform's own export (`manage.py export_responses`, the dashboard's CSV button); its
-  header is `PLATFORM_COLUMNS` (kept equal to `studies.selectors.EXPORT_COLUMNS` by a test). Older exports
-  without the `check`, `expected`, `scale_min` and `scale_max` columns are read too (attention trials then
-  become checks from `trial_kind`; catch trials cannot be recognised).
+  header is `PLATFORM_COLUMNS` (studies/analysis/columns.py, also `studies.selectors.EXPORT_COLUMNS`).
+  Older exports without the `check`, `expected`, `scale_min` and `scale_max` columns are read too
+  (attention trials then become checks from `trial_kind`; catch trials cannot be recognised).
 - "tidy": any CSV with the required columns of a design: `participant, condition, value` (likert, slider,
   MUSHRA) or `participant, pair_a, pair_b, choice` (A/B preference); the optional columns of `COLUMNS` are
   used when present.
@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .columns import PLATFORM_COLUMNS  # noqa: F401  (this module names the formats it reads)
 from .errors import AnalysisError
 
 COLUMNS = [
@@ -65,14 +66,6 @@ RATING_DESIGNS = ("within", "between", "mushra")
 FORMATS = ("platform", "tidy", "webmushra", "hemvip")
 REQUIRED = {"rating": ["participant", "condition", "value"], "pairwise": ["participant", "pair_a", "pair_b", "choice"]}
 
-# The platform's export header (studies.selectors.EXPORT_COLUMNS; a test keeps the two equal).
-PLATFORM_COLUMNS = [
-    "participant", "source", "status", "excluded", "exclusion_rules", "cell", "trial_position", "trial_kind",
-    "question", "question_type", "item", "slot", "stimulus", "condition", "embodiment", "utterance", "speaker",
-    "role", "check", "expected", "pair_a", "pair_b", "value", "choice", "strength", "scale_min", "scale_max",
-    "answer_ms", "watched_fraction", "seeks", "pauses", "replays", "hidden_ms", "playback_errors", "trial_shown_at",
-    "answered_at",
-]
 _PLATFORM_SIGNATURE = {"participant", "source", "status", "excluded", "exclusion_rules", "cell", "trial_kind",
                        "question_type", "slot"}
 _MUSHRA_CORE = {"session_test_id", "trial_id", "rating_stimulus", "rating_score"}
