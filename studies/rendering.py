@@ -20,7 +20,7 @@ from django.db.models import Q
 from .models import Condition, Corpus, RenderJob, Stimulus, TrainedModel, Utterance
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
 
-RENDER_MAKER_VERSION = 2  # 2: lights evaluated per vertex on the GPU side; x264 preset veryfast
+RENDER_MAKER_VERSION = 2  # 2: lights per vertex on the GPU side, 2:1 supersampling halved by the GL; x264 veryfast
 ATTENTION_CONDITION = "attention-check"
 
 
