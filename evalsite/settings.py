@@ -111,6 +111,8 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise wants it to exist, even when empty
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+# Significance reports (researchers only, served by the app): shared by the web app and the workers.
+REPORTS_ROOT = Path(os.environ.get("REPORTS_ROOT", VAR_DIR / "reports"))
 # Media are never served under a guessable URL: stimulus videos go through studies.views.stimulus_video,
 # which checks that the participant is entitled to the token, then streams (or hands off to nginx).
 MEDIA_URL = "/media-internal/"

@@ -394,7 +394,7 @@ class Exclusion(models.Model):
 
 class StudyReport(models.Model):
     """One significance report of a study: a snapshot of its responses analysed and written out (HTML, PDF,
-    CSV tables, figures, summary.json) under VAR_DIR/reports, shown to the study's researchers only."""
+    CSV tables, figures, summary.json) under REPORTS_ROOT, shown to the study's researchers only."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -406,7 +406,7 @@ class StudyReport(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     options = models.JSONField(default=dict, blank=True, help_text="analysis settings (correction, rounds, seed…)")
     progress = models.JSONField(default=dict, blank=True, help_text="stage and fraction done")
-    folder = models.CharField(max_length=400, blank=True, help_text="relative to VAR_DIR")
+    folder = models.CharField(max_length=400, blank=True, help_text="relative to REPORTS_ROOT")
     error = models.TextField(blank=True)
     snapshot_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

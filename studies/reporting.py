@@ -2,7 +2,7 @@
 objective metrics, the analysis (studies/analysis/run.py) and the written report (studies/reports.py).
 
 Shared by `manage.py report SLUG --out DIR`, the dashboard's "Write a report" button and its Celery task
-(`report_study`, on the inference workers). Reports of the dashboard live under VAR_DIR/reports/<slug>/<id>/,
+(`report_study`, on the inference workers). Dashboard reports live under REPORTS_ROOT/<slug>/<id>/,
 outside MEDIA_ROOT, and are served to the study's researchers only.
 """
 from __future__ import annotations
@@ -161,8 +161,8 @@ def report_run(*, report_id: int) -> StudyReport:
     report = StudyReport.objects.select_related("study").get(pk=report_id)
     if report.status == StudyReport.Status.DONE:
         return report
-    folder = Path("reports") / report.study.slug / str(report.pk)
-    final = Path(settings.VAR_DIR) / folder
+    folder = Path(report.study.slug) / str(report.pk)
+    final = Path(settings.REPORTS_ROOT) / folder
     work = final.with_name(f".{final.name}.part")
     shutil.rmtree(work, ignore_errors=True)
     StudyReport.objects.filter(pk=report.pk).update(status=StudyReport.Status.RUNNING, error="",
@@ -204,7 +204,7 @@ def report_file(report: StudyReport, relative: str) -> Path:
     """The file `relative` of a finished report, refusing anything outside its folder."""
     if report.status != StudyReport.Status.DONE or not report.folder:
         raise ReportError("this report is not finished")
-    root = (Path(settings.VAR_DIR) / report.folder).resolve()
+    root = (Path(settings.REPORTS_ROOT) / report.folder).resolve()
     path = (root / relative).resolve()
     if root not in path.parents or not path.is_file():
         raise ReportError("no such file in this report")

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                 ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=10)),
                 ('options', models.JSONField(blank=True, default=dict, help_text='analysis settings (correction, rounds, seed…)')),
                 ('progress', models.JSONField(blank=True, default=dict, help_text='stage and fraction done')),
-                ('folder', models.CharField(blank=True, help_text='relative to VAR_DIR', max_length=400)),
+                ('folder', models.CharField(blank=True, help_text='relative to REPORTS_ROOT', max_length=400)),
                 ('error', models.TextField(blank=True)),
                 ('snapshot_at', models.DateTimeField(blank=True, null=True)),
                 ('task_id', models.CharField(blank=True, max_length=64)),

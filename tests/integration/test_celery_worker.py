@@ -154,4 +154,4 @@ def test_an_inference_worker_writes_a_queued_significance_report(inference_worke
         assert '"slug": "' + version.study.slug + '"' in summary and '"n_boot": 200' in summary
         assert reporting.report_file(report, "report.pdf").read_bytes().startswith(b"%PDF")
     finally:
-        shutil.rmtree(Path(settings.VAR_DIR) / "reports" / version.study.slug, ignore_errors=True)
+        shutil.rmtree(Path(settings.REPORTS_ROOT) / version.study.slug, ignore_errors=True)

@@ -81,7 +81,7 @@ def test_report_refuses_an_unknown_study(db, tmp_path):
 @pytest.mark.slow
 def test_the_dashboard_queues_a_report_whose_files_only_the_studys_researchers_get(
         demo_study, monkeypatch, settings, tmp_path, django_capture_on_commit_callbacks):
-    settings.VAR_DIR = tmp_path
+    settings.REPORTS_ROOT = tmp_path
     take_study(demo_study, 2)
     queued = []
     monkeypatch.setattr("studies.tasks.report_study.delay", lambda report_id: queued.append(report_id))
