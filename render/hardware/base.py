@@ -49,6 +49,17 @@ class PlayReport:
     sent: np.ndarray = field(repr=False)
 
 
+def wait_until(deadline: float, stop, clock) -> bool:
+    """Sleep until `clock()` reaches `deadline` (a frame's send time, computed from the start so delays never
+    add up), waking early when the `stop` event is set; True when it was stopped."""
+    while not stop.is_set():
+        left = deadline - clock()
+        if left <= 0:
+            return False
+        stop.wait(left)
+    return True
+
+
 def check_trajectory(trajectory, profile: dict) -> tuple[np.ndarray, int]:
     """The trajectory as float64 [T, n] clamped to 0..1 and the number of values clamped; raises
     CommandOutOfRange for NaN/inf and HardwareError for a wrong shape."""

@@ -42,7 +42,7 @@ import numpy as np
 import requests
 
 from render.hardware.base import (DeviceLost, DeviceNotFound, HardwareError, PlayReport, Robot,
-                                  check_trajectory)
+                                  check_trajectory, wait_until)
 from render.rig import RigError
 from render.robot import DEFAULT_HEAD_RANGE_DEG, servo_from_dict
 
@@ -215,7 +215,7 @@ class FurhatRobot(Robot):
         self._stop.clear()
         started_at, frames = None, 0
         for chunk, first in enumerate(range(0, len(commands), per_chunk)):
-            self._wait_until(start + first / fps)
+            wait_until(start + first / fps, self._stop, self.clock)
             if self._stop.is_set():
                 break
             block = commands[first:first + per_chunk]
@@ -232,7 +232,7 @@ class FurhatRobot(Robot):
             self.sent_log.append((posted, first, gesture))
             frames += len(block)
         if not self._stop.is_set():
-            self._wait_until(start + len(commands) / fps)
+            wait_until(start + len(commands) / fps, self._stop, self.clock)
             if not self._stop.is_set():
                 try:
                     self._session.get(f"{self.base_url}/furhat", timeout=self.timeout_s).raise_for_status()
@@ -286,12 +286,6 @@ class FurhatRobot(Robot):
         raise DeviceLost(f"Furhat at {self.host}:{self.port} {what}; {after}. Check the robot and its Remote API "
                          "skill, then replay the stimulus from its start")
 
-    def _wait_until(self, deadline: float) -> None:
-        while not self._stop.is_set():
-            left = deadline - self.clock()
-            if left <= 0:
-                return
-            self._stop.wait(left)
 
 
 def _reason(error: Exception) -> str:

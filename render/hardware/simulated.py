@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from render.hardware.base import DeviceLost, HardwareError, PlayReport, Robot, check_trajectory
+from render.hardware.base import DeviceLost, HardwareError, PlayReport, Robot, check_trajectory, wait_until
 from render.robot import servo_from_dict
 
 NEUTRAL_FRAME = -1   # the frame index `sent_log` gives a neutral() command
@@ -120,7 +120,7 @@ class SimulatedRobot(Robot):
         started_at = None
         frames = 0
         for i, row in enumerate(commands):
-            self._wait_until(start + i / fps)
+            wait_until(start + i / fps, self._stop, self.clock)
             if self._stop.is_set():
                 break
             with self._lock:
@@ -228,12 +228,6 @@ class SimulatedRobot(Robot):
         self._events.insert(k, event)
         del self._positions[k:]     # positions after the new event must be recomputed
 
-    def _wait_until(self, deadline: float) -> None:
-        while not self._stop.is_set():
-            left = deadline - self.clock()
-            if left <= 0:
-                return
-            self._stop.wait(left)
 
 
 __all__ = ["SimulatedRobot", "NEUTRAL_FRAME"]

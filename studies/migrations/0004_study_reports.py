@@ -23,7 +23,6 @@ class Migration(migrations.Migration):
                 ('folder', models.CharField(blank=True, help_text='relative to REPORTS_ROOT', max_length=400)),
                 ('error', models.TextField(blank=True)),
                 ('snapshot_at', models.DateTimeField(blank=True, null=True)),
-                ('task_id', models.CharField(blank=True, max_length=64)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
