@@ -6,4 +6,5 @@ worker that films a robot playing a condition's motion as a stimulus. Pure libra
 - `simulated.SimulatedRobot` / `camera.SimulatedCamera`: the simulated robot of render/robot.py in real
   time, with latency, jitter, speed limits and faults, filmed by a simulated camera.
 - `camera.FFmpegCamera`: capture through ffmpeg from a device string (v4l2, avfoundation, dshow).
+- `devices.open_robot` / `parse_robot`: a robot from a device string (sim, maestro:PORT?config=FILE, furhat:HOST).
 """
