@@ -63,7 +63,7 @@ from render.hardware.camera import probe_recording, read_audio
 PRE_ROLL_S = 0.3          # from the call to the timeline's 0: the camera is filming still frames
 MARKER_AT_S = 0.4         # the click and the marker impulse, after the timeline's 0
 MARKER_GAP_S = 0.3        # stillness after the marker, before the robot takes the trajectory's first pose
-POSE_LEAD_S = 0.6         # the robot takes the trajectory's first pose this long before the speech
+POSE_SETTLE_S = 0.2       # the robot reaches the trajectory's first pose this long before the speech
 LOCAL_STILL_FRAMES = 5    # still frames a step is measured against
 DEADBAND_SIGMAS = 4       # a pixel's change within this many σ of its still wobble is not motion
 MIN_JUMP = 0.02           # the least frame-to-frame change (grey levels beyond the deadband, mean) that is motion
@@ -329,7 +329,11 @@ def _plan(profile: dict, commands: np.ndarray, fps: float, speech: np.ndarray, s
     m = frames(MARKER_AT_S)
     # The marker returns to rest and the robot stands still for MARKER_GAP_S before it takes the first pose.
     back_s = hold_s + reach_s + MARKER_GAP_S / 2 if marker else 0.0
-    s_frame = frames(MARKER_AT_S + hold_s + reach_s + MARKER_GAP_S + POSE_LEAD_S)
+    # Time to take the first pose: the slowest actuator's travel from rest, then a moment to settle.
+    pose_lead_s = max(_time_to_fraction(s, abs(float(c) - s.rest), 0.99,
+                                        (calibrated.get(s.name) or {}).get("speed_per_s"))
+                      for s, c in zip(servos, commands[0])) + POSE_SETTLE_S
+    s_frame = frames(MARKER_AT_S + hold_s + reach_s + MARKER_GAP_S + pose_lead_s)
     tail = frames(settings.tail_s)
     T = len(commands)
     timeline = np.empty((s_frame + T + tail, len(servos)))
@@ -338,7 +342,7 @@ def _plan(profile: dict, commands: np.ndarray, fps: float, speech: np.ndarray, s
         h = frames(hold_s)
         for j, target in marker:
             timeline[m:m + h, j] = target
-    timeline[s_frame - frames(POSE_LEAD_S):s_frame] = commands[0]
+    timeline[s_frame - frames(pose_lead_s):s_frame] = commands[0]
     timeline[s_frame:s_frame + T] = commands
     timeline[s_frame + T:] = commands[-1]
     track = np.zeros(int(round(len(timeline) / fps * PLAY_RATE)), np.float32)
