@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 
 from . import services
 from .models import (
-    Condition, Corpus, Exclusion, Participant, RenderJob, Response, Stimulus, Study, StudyVersion, TrainedModel,
-    Trial, TrialStimulus, Utterance, WatchRecord,
+    Condition, Corpus, Exclusion, Participant, RenderJob, Response, RobotRecord, Stimulus, Study, StudyVersion,
+    TrainedModel, Trial, TrialStimulus, Utterance, WatchRecord,
 )
 from .spec import SpecError
 
@@ -48,6 +48,14 @@ class RenderJobAdmin(ReadOnlyAdmin):
 
     list_display = ("utterance", "condition", "embodiment", "status", "attempts", "updated_at")
     list_filter = ("status", "embodiment", "condition")
+
+
+@admin.register(RobotRecord)
+class RobotRecordAdmin(ReadOnlyAdmin):
+    """Written by `manage.py calibrate_robot` and `manage.py capture`; measured, so shown here, never edited."""
+
+    list_display = ("name", "device", "calibrated_at", "updated_at")
+    search_fields = ("name", "device")
 
 
 @admin.register(Condition)

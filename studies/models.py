@@ -1,5 +1,5 @@
-"""The domain's tables: corpus and utterances, conditions, stimuli, studies and their versions,
-participants (sessions), trials, responses, watch records and exclusions.
+"""The domain's tables: corpus and utterances, conditions, stimuli (and the jobs and robots that make them),
+studies and their versions, participants (sessions), trials, responses, watch records and exclusions.
 
 Rules that span rows live in services.py; reads in selectors.py. Nothing here is ever deleted by the
 platform: exclusions and abandoned sessions are states, not deletions.
@@ -188,6 +188,26 @@ class RenderJob(models.Model):
 
     def __str__(self):
         return f"{self.utterance.name}/{self.condition.name}/{self.embodiment}: {self.status}"
+
+
+class RobotRecord(models.Model):
+    """A robot the hardware worker drives: its profile as it last described itself and its latest calibration
+    (`manage.py calibrate_robot`: end-to-end latency and each actuator's response), which captures use to
+    place the motion in the recording when the marker is not seen. One row per robot profile name."""
+
+    name = models.CharField(max_length=80, unique=True, help_text="the robot's profile name, e.g. sim-face")
+    device = models.CharField(max_length=400, blank=True, help_text="the device string last used (for display)")
+    profile = models.JSONField(default=dict, blank=True, help_text="actuators, ranges, speeds, latency")
+    calibration = models.JSONField(default=dict, blank=True,
+                                   help_text="latency_ms, latency_sd_ms, actuators, measured_at, fps, method")
+    calibrated_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
 
 
 class Study(models.Model):

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from .models import Condition, Corpus, RenderJob, Stimulus, TrainedModel, Utterance
+from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedModel, Utterance
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
 
 RENDER_MAKER_VERSION = 2  # 2: lights per vertex on the GPU side, 2:1 supersampling halved by the GL; x264 veryfast
@@ -117,14 +117,17 @@ def _rated_utterances(spec: dict, corpus: Corpus) -> list[Utterance]:
 
 def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | None = None,
                      reencode: bool = False) -> list[RenderJob]:
-    """One job per cell that has no stimulus yet (existing queued jobs are reused; failed ones only when
-    `retry_failed`). Cells that have a stimulus get a done job pointing at it, so progress counts them.
+    """One job per rendered cell that has no stimulus yet (existing queued jobs are reused; failed ones only when
+    `retry_failed`); cells filmed on the physical robot are left to `capturing.capture_jobs_plan`. Cells that
+    have a stimulus get a done job pointing at it, so progress counts them.
     `uploads` is the folder of an uploaded condition's videos; `reencode` lets failing uploads be re-encoded."""
     job_settings = {**render_settings(spec), "attention_scale": _attention_scale(spec)}
     if uploads:
         job_settings.update(uploads=str(Path(uploads).resolve()), reencode=reencode)
     jobs = []
     for utterance, condition, embodiment in study_cells(spec):
+        if is_captured(condition, embodiment):
+            continue  # filmed on the robot by `manage.py capture` (studies/capturing.py)
         stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
         job, created = RenderJob.objects.get_or_create(
             utterance=utterance, condition=condition, embodiment=embodiment,
@@ -218,27 +221,7 @@ def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
         return _uploaded_cell(job, opts)
     seed = int(condition.params.get("seed", 0)) if condition.params else 0
     clip, recipe = condition_motion(condition, utterance, fps=float(opts["fps"]), seed=seed)
-    overlay, expected = None, None
-    if condition.kind == Condition.Kind.ATTENTION_CHECK:
-        import math
-
-        from inference.motion import fit_length
-        from render.overlays import (ATTENTION_MIN_DURATION_S, ATTENTION_MIN_START_S, attention_instruction,
-                                     choose_attention_number)
-
-        rng = random.Random(f"{seed}:{utterance.name}:{embodiment}")
-        number = choose_attention_number(rng, int(opts.get("attention_scale") or 5))
-        overlay = attention_instruction(number)
-        expected = {"value": number}
-        # GENEA's rule: the instruction shows for ≥ 5 s from ≥ 2 s in; short speech is followed by silence
-        # while the motion carries on (mirrored), so every attention check lasts long enough.
-        needed = math.ceil((ATTENTION_MIN_START_S + ATTENTION_MIN_DURATION_S) * clip.fps)
-        if clip.n_frames < needed:
-            clip = fit_length(clip, needed)
-            recipe["extended_to_frames"] = needed
-        recipe["attention_number"] = number
-    elif condition.params.get("catch"):
-        expected = {"mismatch": True}
+    clip, overlay, expected = cell_extras(condition, utterance, embodiment, clip, recipe, seed=seed, opts=opts)
     rig, clip, rig_recipe = _rig_for(embodiment, clip, opts)
     audio = _media(utterance.audio_path)
     key = _cache_key(audio, clip, embodiment, rig_recipe, opts, overlay)
@@ -251,6 +234,34 @@ def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
               "condition_kind": condition.kind, "embodiment": embodiment, "seed": seed,
               "render": _offscreen_settings(opts), **rig_recipe, **recipe}
     return cached, recipe, expected
+
+
+def cell_extras(condition: Condition, utterance: Utterance, embodiment: str, clip, recipe: dict, *, seed: int,
+                opts: dict):
+    """What a cell adds to its condition's motion, whoever makes its video (renderer or camera): an attention
+    check's on-screen instruction, the number it asks for (seeded per cell) and the length it needs; a catch
+    trial's expected answer. Returns (clip, overlay text or None, expected answer or None); `recipe` records
+    the choices."""
+    if condition.kind == Condition.Kind.ATTENTION_CHECK:
+        import math
+
+        from inference.motion import fit_length
+        from render.overlays import (ATTENTION_MIN_DURATION_S, ATTENTION_MIN_START_S, attention_instruction,
+                                     choose_attention_number)
+
+        rng = random.Random(f"{seed}:{utterance.name}:{embodiment}")
+        number = choose_attention_number(rng, int(opts.get("attention_scale") or 5))
+        # GENEA's rule: the instruction shows for ≥ 5 s from ≥ 2 s in; short speech is followed by silence
+        # while the motion carries on (mirrored), so every attention check lasts long enough.
+        needed = math.ceil((ATTENTION_MIN_START_S + ATTENTION_MIN_DURATION_S) * clip.fps)
+        if clip.n_frames < needed:
+            clip = fit_length(clip, needed)
+            recipe["extended_to_frames"] = needed
+        recipe["attention_number"] = number
+        return clip, attention_instruction(number), {"value": number}
+    if condition.params.get("catch"):
+        return clip, None, {"mismatch": True}
+    return clip, None, None
 
 
 UPLOAD_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
@@ -379,27 +390,42 @@ def _rig_for(embodiment: str, clip, opts: dict):
 
         return Avatar(), clip, {"rig": "avatar"}
     if embodiment == "robot_sim":
-        from inference.models.inverse import apply_inverse
         from inference.robots import robot_profile
         from render.robot import SimRobot
 
-        from .generators import checkpoint_file
-
-        name = opts.get("robot_model")
-        model = (TrainedModel.objects.filter(name=name) if name else
-                 TrainedModel.objects.filter(kind="inverse", status=TrainedModel.Status.DONE).order_by("-created_at")
-                 ).first()
-        if model is None or model.status != TrainedModel.Status.DONE:
-            raise RenderRequestError("a robot_sim stimulus needs a trained robot inverse model; train one with "
-                                     "`manage.py train --corpus NAME --model inverse` (or name it in "
-                                     "stimuli.render.robot_model)")
-        if not clip.layout.startswith("motors:"):
-            clip = apply_inverse(checkpoint_file(model), clip)
+        clip, model = robot_motion(clip, opts, embodiment=embodiment)
         robot = clip.layout.split(":", 1)[1]
         return SimRobot(robot_profile(robot).to_dict()), clip, {"rig": f"robot_sim:{robot}",
                                                                  "inverse_model": model.name}
     raise RenderRequestError(f"embodiment {embodiment!r} is not rendered here; robot_physical stimuli are "
                              "filmed by the hardware worker (`manage.py capture`)")
+
+
+def robot_motion(clip, opts: dict, *, embodiment: str = "robot_sim"):
+    """The clip as a robot's motor commands (`motors:<robot>`), through the study's inverse model
+    (`stimuli.render.robot_model`, else the newest trained one), and that model; shared by the simulated
+    robot's renders and the physical robot's captures, so both play the same commands."""
+    from inference.models.inverse import apply_inverse
+
+    from .generators import checkpoint_file
+
+    name = opts.get("robot_model")
+    model = (TrainedModel.objects.filter(name=name) if name else
+             TrainedModel.objects.filter(kind="inverse", status=TrainedModel.Status.DONE).order_by("-created_at")
+             ).first()
+    if model is None or model.status != TrainedModel.Status.DONE:
+        raise RenderRequestError(f"a {embodiment} stimulus needs a trained robot inverse model; train one with "
+                                 "`manage.py train --corpus NAME --model inverse` (or name it in "
+                                 "stimuli.render.robot_model)")
+    if not clip.layout.startswith("motors:"):
+        clip = apply_inverse(checkpoint_file(model), clip)
+    return clip, model
+
+
+def is_captured(condition: Condition, embodiment: str) -> bool:
+    """Whether a cell is filmed on the physical robot by the hardware worker (`manage.py capture`) rather than
+    rendered here: robot_physical cells, except uploaded videos (filmed elsewhere, checked like any upload)."""
+    return embodiment == Embodiment.ROBOT_PHYSICAL and condition.kind != Condition.Kind.UPLOADED
 
 
 def _offscreen_settings(opts: dict) -> dict:

@@ -136,3 +136,27 @@ def report_study(report_id: int) -> str:
     from . import reporting
 
     return reporting.report_run(report_id=report_id).status
+
+
+@shared_task(name="studies.tasks.hardware_capture", bind=True, max_retries=20)
+def hardware_capture(self, job_id: int, robot: str, camera: str, settings: dict | None = None,
+                     speaker: str | None = None) -> str:
+    """Film one robot_physical stimulus (queue `hardware`, on the machine the robot and camera are plugged
+    into). Idempotent: a cell that has a stimulus is done. A robot busy with another capture is tried again
+    a minute later; any other failure is recorded on the job with its reason."""
+    from . import capturing
+
+    try:
+        job = capturing.capture_job_run(job_id=job_id, robot_device=robot, camera_device=camera,
+                                        settings=settings, speaker_device=speaker)
+    except capturing.RobotBusy as exc:
+        raise self.retry(exc=exc, countdown=60)
+    return job.stimulus.token if job.stimulus else ""
+
+
+@shared_task(name="studies.tasks.hardware_health")
+def hardware_health(robot: str, camera: str) -> dict:
+    """Whether the robot and camera on the hardware worker answer: {"ok", "robot", "camera", "name"}."""
+    from . import capturing
+
+    return capturing.hardware_check(robot_device=robot, camera_device=camera)

@@ -462,10 +462,12 @@ def _record(robot, camera, speaker, plan: _Plan, workdir: Path, settings: Captur
 def capture_stimulus(robot, camera, trajectory, fps: float, audio, out_path, *, audio_offset_s: float = 0.0,
                      settings: CaptureSettings | dict | None = None, speaker=None,
                      cancel: threading.Event | None = None, progress=None,
-                     calibration: dict | None = None) -> CaptureResult:
+                     calibration: dict | None = None, overlay_text: str | None = None) -> CaptureResult:
     """Film `robot` playing `trajectory` ([T, n] commands, the robot's profile order) at `fps` with the speech
-    of `audio` (from `audio_offset_s`), and write the checked stimulus to `out_path`; see the module docstring.
-    The robot must be connected. Raises CaptureError (robot at neutral, nothing written) on failure."""
+    of `audio` (from `audio_offset_s`; silence after it when the trajectory is longer), and write the checked
+    stimulus to `out_path`; see the module docstring. `overlay_text` is drawn on the stimulus as the renderer
+    draws an attention check's instruction (render.overlays). The robot must be connected. Raises
+    CaptureError (robot at neutral, nothing written) on failure."""
     settings = settings if isinstance(settings, CaptureSettings) else CaptureSettings.from_dict(settings)
     if abs(float(fps) - settings.fps) > 1e-9:
         settings = dataclasses.replace(settings, fps=float(fps))
@@ -493,7 +495,8 @@ def capture_stimulus(robot, camera, trajectory, fps: float, audio, out_path, *, 
             progress("synchronising")
             sync = _synchronise(workdir / "recording.mkv", plan, recording, calibration)
             progress("encoding")
-            facts = _cut_and_encode(workdir / "recording.mkv", plan, sync, audio, audio_offset_s, out_path, settings)
+            facts = _cut_and_encode(workdir / "recording.mkv", plan, sync, audio, audio_offset_s, out_path, settings,
+                                    overlay_text)
             return CaptureResult(path=out_path, facts=facts, sync=sync, play=play, recording=recording,
                                  attempts=attempts)
         except DeviceLost as exc:
@@ -754,7 +757,7 @@ def _frames_at(recording: Path, times: np.ndarray, wanted: np.ndarray, size: tup
 
 
 def _cut_and_encode(recording: Path, plan: _Plan, sync: dict, audio, audio_offset_s: float, out_path: Path,
-                    settings: CaptureSettings):
+                    settings: CaptureSettings, overlay_text: str | None = None):
     from render.encode import DEFAULT_CRF, encode_stimulus
 
     times = sync.pop("_times")
@@ -768,6 +771,10 @@ def _cut_and_encode(recording: Path, plan: _Plan, sync: dict, audio, audio_offse
     size = settings.size or (source[0] // 2 * 2, source[1] // 2 * 2)
     sync.update(v_cut_s=round(v_cut, 6), audio_advance_ms=round(delta * 1000, 3))
     frames = _frames_at(recording, times, wanted, size, source)
+    if overlay_text:
+        from render.overlays import overlay_instruction
+
+        frames = overlay_instruction(frames, plan.fps, overlay_text, n_frames=plan.n_frames)
     return encode_stimulus(frames, audio, out_path, fps=plan.fps, width=size[0], height=size[1],
                            audio_offset_s=audio_offset_s + delta,
                            crf=settings.crf if settings.crf is not None else DEFAULT_CRF)

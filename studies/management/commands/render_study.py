@@ -3,14 +3,15 @@
 Takes the study YAML (before `load_study`, which refuses a study whose stimuli are missing) or the slug of
 a loaded study. Renders here with a progress bar, or with `--background` queues one Celery task per
 stimulus on the `render` queue (the study's dashboard shows progress). A failed render is reported with its
-reason; `--retry-failed` tries the failed ones again.
+reason; `--retry-failed` tries the failed ones again. Cells on the physical robot are not rendered: they are
+counted as "to capture" with `manage.py capture` on the machine the robot is plugged into.
 """
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from studies import rendering
+from studies import capturing, rendering
 from studies.models import RenderJob, Study
 from studies.spec import SpecError, parse_spec
 
@@ -27,16 +28,19 @@ class Command(BaseCommand):
                             help="re-encode uploaded videos that fail the format rules (else they are refused)")
 
     def handle(self, *args, **opts):
-        spec = self._spec(opts["study"])
+        spec = study_spec(opts["study"], self.stderr)
         try:
             jobs = rendering.render_jobs_plan(spec, retry_failed=opts["retry_failed"],
                                               uploads=opts["uploads"], reencode=opts["reencode"])
+            to_capture = capturing.captures_pending(spec)
         except rendering.RenderRequestError as exc:
             raise CommandError(str(exc)) from None
         todo = [j for j in jobs if j.status == RenderJob.Status.QUEUED]
         failed_before = [j for j in jobs if j.status == RenderJob.Status.FAILED]
+        capture_note = (f", {to_capture} to capture with `manage.py capture {spec['slug']} --robot DEVICE "
+                        "--camera DEVICE`" if to_capture else "")
         self.stdout.write(f"{spec['slug']}: {len(jobs)} stimuli, {len(jobs) - len(todo) - len(failed_before)} made, "
-                          f"{len(todo)} to render, {len(failed_before)} failed before")
+                          f"{len(todo)} to render, {len(failed_before)} failed before{capture_note}")
         if opts["background"]:
             from studies.tasks import render_stimulus
 
@@ -58,20 +62,28 @@ class Command(BaseCommand):
         if failures:
             raise CommandError(f"{len(failures)} stimuli could not be rendered (reasons above); fix them and run "
                                "again with --retry-failed")
-        self.stdout.write(f"{spec['slug']}: every stimulus is ready; load the study with `manage.py load_study`")
+        if to_capture:
+            self.stdout.write(f"{spec['slug']}: every rendered stimulus is ready; {to_capture} robot_physical "
+                              f"stimuli are still to capture with `manage.py capture {spec['slug']} --robot DEVICE "
+                              "--camera DEVICE`")
+        else:
+            self.stdout.write(f"{spec['slug']}: every stimulus is ready; load the study with `manage.py load_study`")
 
-    def _spec(self, ref: str) -> dict:
-        path = Path(ref)
-        if path.suffix in (".yaml", ".yml") or path.is_file():
-            try:
-                return parse_spec(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise CommandError(f"cannot read {ref}: {exc}") from None
-            except SpecError as exc:
-                for problem in exc.problems:
-                    self.stderr.write(f"{ref}: {problem}")
-                raise CommandError(f"{len(exc.problems)} problem(s) in {ref}; nothing was rendered") from None
-        study = Study.objects.filter(slug=ref).first()
-        if study is None or study.current_version is None:
-            raise CommandError(f"no study file or loaded study called {ref!r}")
-        return study.current_version.spec
+
+def study_spec(ref: str, stderr) -> dict:
+    """The spec of a study YAML file or of a loaded study's slug; problems in a file are written to `stderr`
+    one per line, then refused with a CommandError (also used by `manage.py capture`)."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        try:
+            return parse_spec(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CommandError(f"cannot read {ref}: {exc}") from None
+        except SpecError as exc:
+            for problem in exc.problems:
+                stderr.write(f"{ref}: {problem}")
+            raise CommandError(f"{len(exc.problems)} problem(s) in {ref}; nothing was made") from None
+    study = Study.objects.filter(slug=ref).first()
+    if study is None or study.current_version is None:
+        raise CommandError(f"no study file or loaded study called {ref!r}")
+    return study.current_version.spec
