@@ -15,8 +15,9 @@ A bot "hears" what a clip says only for the check clips whose expected answers i
 answers`, keyed by the opaque stimulus token, like a person hearing the clip); it never knows conditions.
 
 The same bots are the load generator (bench/rating_throughput.py): every request's latency and outcome is
-recorded, and every acknowledged answer submission is listed so a caller can check for loss and
-duplicates in the database (`submissions_verify`).
+recorded (with the start of any 5xx answer's body, so a caller can check what a participant was shown),
+and every acknowledged answer submission is listed so a caller can check for loss and duplicates in the
+database (`submissions_verify`).
 
 Nothing here touches the ORM except `study_target` and `submissions_verify`, which callers run outside
 the event loop.
@@ -106,6 +107,7 @@ class Call:
     seconds: float
     error: str = ""
     at: float = 0.0  # time.perf_counter() when the response was complete
+    body: str = ""  # the start of a 5xx answer's body: what a participant would have been shown
 
 
 @dataclass
@@ -235,6 +237,13 @@ def parse_page(html: str) -> Page:
 
 
 # ------------------------------------------------------------------------------------------------ bot
+def _json_or_empty(raw: bytes) -> dict:
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+
+
 def _min_accepted_watch_s(duration: float) -> float:
     """The earliest moment after the page was served that the server accepts 'ended' (its own rule)."""
     from .services import MIN_PLAY_SHARE, PLAY_ALLOWANCE_S
@@ -289,16 +298,17 @@ class Bot:
             t0 = time.perf_counter()
             try:
                 async with self._http.request(method, url, allow_redirects=False, **kwargs) as resp:
-                    if read == "discard":
+                    shown = ""
+                    if resp.status >= 500:  # kept as the participant would have seen it, whatever `read` says
+                        raw = await resp.read()
+                        shown = raw[:4000].decode("utf-8", "replace")
+                        body = len(raw) if read == "discard" else _json_or_empty(raw) if read == "json" else shown
+                    elif read == "discard":
                         body = 0
                         async for chunk in resp.content.iter_chunked(64 * 1024):
                             body += len(chunk)
                     elif read == "json":
-                        raw = await resp.read()
-                        try:
-                            body = json.loads(raw or b"{}")
-                        except ValueError:
-                            body = {}
+                        body = _json_or_empty(await resp.read())
                     else:
                         body = await resp.text()
                     status, resp_headers = resp.status, resp.headers
@@ -310,7 +320,7 @@ class Bot:
                 await asyncio.sleep(min(BACKOFF_S * 2**attempt, BACKOFF_CAP_S))
                 continue
             now = time.perf_counter()
-            self.result.calls.append(Call(endpoint, status, now - t0, "", now))
+            self.result.calls.append(Call(endpoint, status, now - t0, "", now, shown))
             if status >= 500 and attempt + 1 < MAX_ATTEMPTS:
                 await asyncio.sleep(min(BACKOFF_S * 2**attempt, BACKOFF_CAP_S))
                 continue
@@ -672,7 +682,8 @@ def submissions_verify(submissions: list[Submission]) -> dict:
 
 
 # ------------------------------------------------------------------------------ a local server to hit
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket
 
     with socket.socket() as s:
@@ -695,7 +706,7 @@ class LocalServer:
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.proc = None
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.exited_early: int | None = None  # gunicorn's exit status when it was gone before being stopped
 

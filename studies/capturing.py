@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from django.conf import settings as django_settings
-from django.db import transaction
 
 from . import rendering
 from .models import Embodiment, RenderJob, RobotRecord, Stimulus
@@ -287,23 +286,25 @@ def capture_job_run(*, job_id: int, robot_device: str, camera_device: str, setti
 
     `settings` are CaptureSettings overrides (tail_s, size, retries, timeout_s, crf, marker). A busy robot
     (RobotBusy) or an interrupt leaves the job queued; any other failure marks it failed with the reason and is
-    raised; nothing is registered then and no file is left in MEDIA_ROOT."""
+    raised; nothing is registered then and no file is left in MEDIA_ROOT. A second delivery of the same job
+    waits for the first (rendering.job_lock), then finds the stimulus made."""
+    with rendering.job_lock(job_id):
+        return _capture_job_run(job_id=job_id, robot_device=robot_device, camera_device=camera_device,
+                                settings=settings, speaker_device=speaker_device, lock_wait_s=lock_wait_s,
+                                cancel=cancel, progress=progress)
+
+
+def _capture_job_run(*, job_id, robot_device, camera_device, settings, speaker_device, lock_wait_s, cancel,
+                     progress) -> RenderJob:
     from render.hardware.capture import capture_stimulus, speaker_for
 
     from . import services
 
     progress = progress or (lambda stage: None)
-    with transaction.atomic():
-        job = RenderJob.objects.select_for_update().select_related("utterance", "condition").get(pk=job_id)
-        existing = Stimulus.objects.filter(utterance=job.utterance, condition=job.condition,
-                                           embodiment=job.embodiment).first()
-        if existing is not None:
-            job.status, job.stimulus, job.error = RenderJob.Status.DONE, existing, ""
-            job.save(update_fields=["status", "stimulus", "error", "updated_at"])
-            return job
-        previous_attempts = job.attempts
-        job.status, job.attempts = RenderJob.Status.RENDERING, job.attempts + 1
-        job.save(update_fields=["status", "attempts", "updated_at"])
+    job, done = rendering.job_claim(job_id)
+    if done:
+        return job
+    previous_attempts = job.attempts - 1
     out = Path(django_settings.VAR_DIR) / "cache" / "captures" / f"{uuid.uuid4().hex}.mp4"
     try:
         capture_settings = capture_settings_for(job.settings, settings)

@@ -8,13 +8,14 @@ and rendered files are cached by the hash of everything that decides their bytes
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 
 from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedModel, Utterance
@@ -174,11 +175,9 @@ def study_render_jobs(spec: dict) -> list[RenderJob]:
                 .select_related("utterance", "condition"))
 
 
-def render_job_run(*, job_id: int) -> RenderJob:
-    """Make the job's stimulus (idempotent: a cell with a stimulus is done; a rendered file that is cached
-    is registered without rendering again). Failures are recorded on the job with their reason, then raised."""
-    from . import services
-
+def job_claim(job_id: int) -> tuple[RenderJob, bool]:
+    """Take a render or capture job to work on: (job, True) when its cell already has a stimulus (the job is
+    then marked done with it), else (job, False) with the job marked in progress and its attempts counted."""
     with transaction.atomic():
         job = RenderJob.objects.select_for_update().select_related("utterance", "condition").get(pk=job_id)
         existing = Stimulus.objects.filter(utterance=job.utterance, condition=job.condition,
@@ -186,20 +185,58 @@ def render_job_run(*, job_id: int) -> RenderJob:
         if existing is not None:
             job.status, job.stimulus, job.error = RenderJob.Status.DONE, existing, ""
             job.save(update_fields=["status", "stimulus", "error", "updated_at"])
-            return job
+            return job, True
         job.status, job.attempts = RenderJob.Status.RENDERING, job.attempts + 1
         job.save(update_fields=["status", "attempts", "updated_at"])
-    try:
-        path, recipe, expected = _render_cell(job)
-        stimulus = services.stimulus_register(
-            utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, source_path=path,
-            recipe=recipe, expected_answer=expected)
-    except Exception as exc:
-        RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.FAILED, error=_reason(exc))
-        raise
-    RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.DONE, stimulus=stimulus, error="")
+    return job, False
+
+
+def render_job_run(*, job_id: int) -> RenderJob:
+    """Make the job's stimulus (idempotent: a cell with a stimulus is done; a rendered file that is cached
+    is registered without rendering again). Failures are recorded on the job with their reason, then raised."""
+    from . import services
+
+    with job_lock(job_id):
+        job, done = job_claim(job_id)
+        if done:
+            return job
+        try:
+            path, recipe, expected = _render_cell(job)
+            stimulus = services.stimulus_register(
+                utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, source_path=path,
+                recipe=recipe, expected_answer=expected)
+        except Exception as exc:
+            RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.FAILED, error=_reason(exc))
+            raise
+        RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.DONE, stimulus=stimulus, error="")
     job.refresh_from_db()
     return job
+
+
+JOB_LOCK_NAMESPACE = 0x52454E44  # "REND": the first key of PostgreSQL's two-key advisory locks on jobs
+
+
+@contextlib.contextmanager
+def job_lock(job_id: int):
+    """Work on one job in one process at a time, across machines. A second delivery of the same task (the
+    batch queued twice, or redelivered after the visibility timeout while the first worker still renders)
+    waits here, then finds the stimulus made and renders nothing.
+
+    On PostgreSQL this is an advisory lock of the worker's database session, so a worker that dies
+    (SIGKILL, OOM, a crashed host whose connection PostgreSQL sees close) releases it at once and the
+    redelivered task renders. Elsewhere (SQLite: one machine) there is no lock; two processes may then
+    render one job twice, and stimulus_register still keeps one stimulus per cell."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
+    try:
+        yield
+    finally:
+        # A connection lost meanwhile (a database restart) took the lock with it.
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_NAMESPACE, job_id])
 
 
 def _reason(exc: Exception) -> str:

@@ -101,45 +101,61 @@ def stimulus_register(
 ) -> Stimulus:
     """Check a video with the platform's ffprobe rules and store it under an opaque token.
 
-    Idempotent: the same file for the same cell returns the existing stimulus. A different file for a
-    cell that already has one is refused (stimuli that studies use are never silently replaced).
+    Idempotent: the same file for the same cell returns the existing stimulus, also when another process
+    registers it at the same moment (the cell's unique constraint decides; the loser's copy is removed).
+    A different file for a cell that already has one is refused (stimuli that studies use are never
+    silently replaced).
     """
     from render.checks import check_stimulus
 
     facts = check_stimulus(source_path)
-    existing = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    cell = {"utterance": utterance, "condition": condition, "embodiment": embodiment}
+    existing = Stimulus.objects.filter(**cell).first()
     if existing:
-        if existing.sha256 == facts.sha256:
-            return existing
-        raise Conflict(
-            f"a different stimulus already exists for {utterance} / {condition} / {embodiment} "
-            f"(token {existing.token}); it is kept"
-        )
+        return _same_stimulus_or_conflict(existing, facts.sha256)
     token = secrets.token_urlsafe(16)
     rel = Path("stimuli") / f"{token}.mp4"
     dest = Path(settings.MEDIA_ROOT) / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{token}.tmp")
-    shutil.copyfile(source_path, tmp)
-    os.replace(tmp, dest)
-    return Stimulus.objects.create(
-        token=token,
-        utterance=utterance,
-        condition=condition,
-        embodiment=embodiment,
-        file=str(rel),
-        sha256=facts.sha256,
-        size_bytes=facts.size_bytes,
-        duration_s=facts.duration_s,
-        audio_duration_s=facts.audio_duration_s,
-        width=facts.width,
-        height=facts.height,
-        fps=facts.fps,
-        video_codec=facts.video_codec,
-        audio_codec=facts.audio_codec,
-        is_placeholder=is_placeholder,
-        expected_answer=expected_answer,
-        recipe=recipe or {},
+    try:
+        shutil.copyfile(source_path, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        with transaction.atomic():
+            return Stimulus.objects.create(
+                token=token,
+                **cell,
+                file=str(rel),
+                sha256=facts.sha256,
+                size_bytes=facts.size_bytes,
+                duration_s=facts.duration_s,
+                audio_duration_s=facts.audio_duration_s,
+                width=facts.width,
+                height=facts.height,
+                fps=facts.fps,
+                video_codec=facts.video_codec,
+                audio_codec=facts.audio_codec,
+                is_placeholder=is_placeholder,
+                expected_answer=expected_answer,
+                recipe=recipe or {},
+            )
+    except IntegrityError:
+        dest.unlink(missing_ok=True)
+        existing = Stimulus.objects.filter(**cell).first()
+        if existing is None:
+            raise
+        return _same_stimulus_or_conflict(existing, facts.sha256)
+
+
+def _same_stimulus_or_conflict(existing: Stimulus, sha256: str) -> Stimulus:
+    if existing.sha256 == sha256:
+        return existing
+    raise Conflict(
+        f"a different stimulus already exists for {existing.utterance} / {existing.condition} / "
+        f"{existing.embodiment} (token {existing.token}); it is kept"
     )
 
 
@@ -312,53 +328,66 @@ def participant_start(
     if study.status != Study.Status.LIVE and not is_trial_run:
         raise StudyUnavailable("This study is not open at the moment.", code="closed")
     id_hash = external_id_hash(source, external_id) if external_id else None
+    resumed = None
     with transaction.atomic():
         # Serialise starts within one study so two arrivals cannot both take the last free cell.
         study = Study.objects.select_for_update().get(pk=study.pk)
         if id_hash:
             earlier = Participant.objects.filter(study=study, external_id_hash=id_hash).first()
             if earlier is not None:
-                if earlier.status == Participant.Status.ACTIVE:
-                    if external_session and external_session != earlier.external_session:
-                        # e.g. an MTurk worker who returned the HIT and accepted another assignment:
-                        # the completion form must post the assignment they hold now.
-                        earlier.external_session = external_session
-                        earlier.save(update_fields=["external_session"])
-                    return earlier, True
-                raise StudyUnavailable("You have already taken part in this study; thank you.", code="duplicate")
-        version = study.current_version
-        spec = version.spec
-        participants_reclaim_abandoned(study=study)
-        seed = secrets.randbits(48)
-        rng = random.Random(seed)
-        if is_trial_run:
-            cell = rng.randrange(design.cell_count(spec))
-        else:
-            cell = _choose_cell(study, spec, rng)
-            if cell is None:
-                raise StudyUnavailable("This study has all the participants it needs; thank you.", code="full")
-        participant = Participant.objects.create(
-            study=study,
-            version=version,
-            source=source,
-            external_id_hash=id_hash,
-            external_session=external_session or {},
-            cell=cell,
-            seed=seed,
-            user_agent=user_agent[:300],
-        )
+                if earlier.status != Participant.Status.ACTIVE:
+                    raise StudyUnavailable("You have already taken part in this study; thank you.", code="duplicate")
+                if external_session and external_session != earlier.external_session:
+                    # e.g. an MTurk worker who returned the HIT and accepted another assignment:
+                    # the completion form must post the assignment they hold now.
+                    earlier.external_session = external_session
+                    earlier.save(update_fields=["external_session"])
+                resumed = earlier
+        if resumed is None:
+            version = study.current_version
+            spec = version.spec
+            participants_reclaim_abandoned(study=study)
+            seed = secrets.randbits(48)
+            rng = random.Random(seed)
+            if is_trial_run:
+                cell = rng.randrange(design.cell_count(spec))
+            else:
+                cell = _choose_cell(study, spec, rng)
+                if cell is None:
+                    raise StudyUnavailable("This study has all the participants it needs; thank you.", code="full")
+            participant = Participant.objects.create(
+                study=study,
+                version=version,
+                source=source,
+                external_id_hash=id_hash,
+                external_session=external_session or {},
+                cell=cell,
+                seed=seed,
+                user_agent=user_agent[:300],
+            )
     # The trials are made after the study's lock is released, so arrivals queue only for the cell choice.
-    # Should that fail, the session is closed as abandoned (its cell is free again) and the person's id is
-    # released, so our failure never counts as their having taken part.
+    # A resumed session gets them here too if it has none: the request that started it can die between its
+    # two transactions (a web worker killed), and the person's retry of the link lands here.
+    # Should making them fail, the session is closed as abandoned (its cell is free again) and the person's
+    # id is released, so our failure never counts as their having taken part.
+    participant = resumed or participant
+    making = False
     try:
         with transaction.atomic():
-            _create_trials(participant, spec)
+            if resumed is not None:
+                # One maker at a time: two retries arriving together must not both make the trials.
+                Participant.objects.select_for_update().only("pk").get(pk=participant.pk)
+                if Trial.objects.filter(participant=participant).exists():
+                    return participant, True
+            making = True
+            _create_trials(participant, participant.version.spec)
     except Exception:
-        Participant.objects.filter(pk=participant.pk).update(
-            status=Participant.Status.ABANDONED, external_id_hash=None
-        )
+        if making:
+            Participant.objects.filter(pk=participant.pk).update(
+                status=Participant.Status.ABANDONED, external_id_hash=None
+            )
         raise
-    return participant, False
+    return participant, resumed is not None
 
 
 def _create_trials(participant: Participant, spec: dict) -> None:

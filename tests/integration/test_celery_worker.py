@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from evalsite.celery import app
 from studies import tasks
 from studies.demo import demo_corpus_build
 from studies.models import Condition, Stimulus, Utterance
+from tests.integration import servers
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,14 +36,10 @@ def redis_broker():
 
 
 def _start_worker(redis_broker, queue):
-    if connection.vendor != "postgresql":
-        pytest.skip("the worker shares the test database, which needs PostgreSQL")
-    db = connection.settings_dict
     env = dict(
         os.environ,
         CELERY_BROKER_URL=redis_broker,
-        DATABASE_URL=f"postgres://{db['USER']}{':' + db['PASSWORD'] if db['PASSWORD'] else ''}"
-                     f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=servers.url_of_test_database(),
         MEDIA_ROOT=str(settings.MEDIA_ROOT),
     )
     return subprocess.Popen(
