@@ -81,12 +81,9 @@ def main() -> None:
                 j = names.index(name)
                 trajectory[:, j] = np.clip(rest[j] + amp * (1 + np.sin(2 * np.pi * rng.uniform(0.5, 2) * t)) / 2, 0, 1)
             stamps = {}
-            last = [time.perf_counter()]
 
-            def progress(stage, stamps=stamps, last=last):
-                now = time.perf_counter()
-                stamps[stage] = now
-                last[0] = now
+            def progress(stage, stamps=stamps):
+                stamps[stage] = time.perf_counter()
 
             began = time.perf_counter()
             result = capture_stimulus(robot, camera, trajectory, FPS, audio, scratch / f"stimulus{i}.mp4",

@@ -71,25 +71,8 @@ def capture_jobs_plan(spec: dict, stimuli: list[str] | None = None, retry_failed
                 f"{', '.join(unknown)}: not a robot_physical cell of study {spec['slug']}; name cells as "
                 f"UTTERANCE/CONDITION, one of: {listed or 'none (the study has no robot_physical embodiment)'}")
         cells = [known[w] for w in wanted]
-    job_settings = rendering.render_settings(spec)
-    jobs = []
-    for utterance, condition, embodiment in cells:
-        stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
-        job, created = RenderJob.objects.get_or_create(
-            utterance=utterance, condition=condition, embodiment=embodiment,
-            defaults={"settings": job_settings, "stimulus": stimulus,
-                      "status": RenderJob.Status.DONE if stimulus else RenderJob.Status.QUEUED})
-        if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
-            job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
-            job.save(update_fields=["status", "stimulus", "error", "updated_at"])
-        if retry_failed and job.status == RenderJob.Status.FAILED:
-            job.status, job.error = RenderJob.Status.QUEUED, ""
-            job.save(update_fields=["status", "error", "updated_at"])
-        if job.status == RenderJob.Status.QUEUED and job.settings != job_settings:
-            job.settings = job_settings
-            job.save(update_fields=["settings", "updated_at"])
-        jobs.append(job)
-    return jobs
+    settings_ = rendering.job_settings(spec)
+    return [rendering.job_for_cell(u, c, e, settings_, retry_failed=retry_failed) for u, c, e in cells]
 
 
 def captures_pending(spec: dict) -> int:
@@ -238,14 +221,19 @@ def _open_robot(robot_device: str):
 def _connected(robot, camera_device: str):
     """The robot connected and the camera opened (a sim camera films this robot); the robot goes back to
     neutral and is closed at the end, whatever happened."""
-    from render.hardware.camera import open_camera, parse_device
-
     robot.connect()
     try:
-        sim = parse_device(camera_device)["scheme"] == "sim"
-        yield open_camera(camera_device, robot=robot if sim else None)
+        yield _open_camera(camera_device, robot)
     finally:
         _release(robot)
+
+
+def _open_camera(camera_device: str, robot):
+    """The camera a device string names; a simulated camera films `robot`."""
+    from render.hardware.camera import open_camera, parse_device
+
+    sim = parse_device(camera_device)["scheme"] == "sim"
+    return open_camera(camera_device, robot=robot if sim else None)
 
 
 def _release(robot) -> None:
@@ -380,7 +368,6 @@ def robot_calibrate(*, robot_device: str, camera_device: str, repeats: int = 3, 
 def hardware_check(*, robot_device: str, camera_device: str, lock_wait_s: float = 0.0) -> dict:
     """Whether the robot and the camera answer now: {"ok", "robot": {"ok", "detail"}, "camera": {…}, "name",
     "busy"}. A robot another capture holds is reported busy, not probed (probing would disturb that capture)."""
-    from render.hardware.camera import open_camera, parse_device
     from render.hardware.capture import health
 
     robot, profile = _open_robot(robot_device)
@@ -394,8 +381,7 @@ def hardware_check(*, robot_device: str, camera_device: str, lock_wait_s: float 
                 robot_error = f"{type(exc).__name__}: {exc}"
             try:
                 try:
-                    sim = parse_device(camera_device)["scheme"] == "sim"
-                    camera = open_camera(camera_device, robot=robot if sim else None)
+                    camera = _open_camera(camera_device, robot)
                 except Exception as exc:
                     camera = _Unopened(exc)
                 report = health(robot, camera)

@@ -122,29 +122,40 @@ def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | N
     `retry_failed`); cells filmed on the physical robot are left to `capturing.capture_jobs_plan`. Cells that
     have a stimulus get a done job pointing at it, so progress counts them.
     `uploads` is the folder of an uploaded condition's videos; `reencode` lets failing uploads be re-encoded."""
-    job_settings = {**render_settings(spec), "attention_scale": _attention_scale(spec)}
+    settings_ = job_settings(spec)
     if uploads:
-        job_settings.update(uploads=str(Path(uploads).resolve()), reencode=reencode)
-    jobs = []
-    for utterance, condition, embodiment in study_cells(spec):
-        if is_captured(condition, embodiment):
-            continue  # filmed on the robot by `manage.py capture` (studies/capturing.py)
-        stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
-        job, created = RenderJob.objects.get_or_create(
-            utterance=utterance, condition=condition, embodiment=embodiment,
-            defaults={"settings": job_settings,
-                      "status": RenderJob.Status.DONE if stimulus else RenderJob.Status.QUEUED, "stimulus": stimulus})
-        if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
-            job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
-            job.save(update_fields=["status", "stimulus", "error", "updated_at"])
-        if retry_failed and job.status == RenderJob.Status.FAILED:
-            job.status, job.error = RenderJob.Status.QUEUED, ""
-            job.save(update_fields=["status", "error", "updated_at"])
-        if job.status == RenderJob.Status.QUEUED and job.settings != job_settings:
-            job.settings = job_settings  # what this run asks for (e.g. a folder of uploads given now)
-            job.save(update_fields=["settings", "updated_at"])
-        jobs.append(job)
-    return jobs
+        settings_.update(uploads=str(Path(uploads).resolve()), reencode=reencode)
+    return [job_for_cell(utterance, condition, embodiment, settings_, retry_failed=retry_failed)
+            for utterance, condition, embodiment in study_cells(spec)
+            if not is_captured(condition, embodiment)]   # robot cells: `manage.py capture` (studies/capturing.py)
+
+
+def job_settings(spec: dict) -> dict:
+    """What a study's render or capture jobs need of it: its render settings and the scale attention checks
+    ask about."""
+    return {**render_settings(spec), "attention_scale": _attention_scale(spec)}
+
+
+def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, settings_: dict, *,
+                 retry_failed: bool = False) -> RenderJob:
+    """The cell's job (made once): done and pointing at the cell's stimulus when it has one, queued again when
+    it failed and `retry_failed`, and, while queued, carrying the settings this run asks for (e.g. a folder of
+    uploads given now)."""
+    stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    job, created = RenderJob.objects.get_or_create(
+        utterance=utterance, condition=condition, embodiment=embodiment,
+        defaults={"settings": settings_,
+                  "status": RenderJob.Status.DONE if stimulus else RenderJob.Status.QUEUED, "stimulus": stimulus})
+    if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
+        job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
+        job.save(update_fields=["status", "stimulus", "error", "updated_at"])
+    if retry_failed and job.status == RenderJob.Status.FAILED:
+        job.status, job.error = RenderJob.Status.QUEUED, ""
+        job.save(update_fields=["status", "error", "updated_at"])
+    if job.status == RenderJob.Status.QUEUED and job.settings != settings_:
+        job.settings = settings_
+        job.save(update_fields=["settings", "updated_at"])
+    return job
 
 
 def _attention_scale(spec: dict) -> int:

@@ -493,10 +493,11 @@ def capture_stimulus(robot, camera, trajectory, fps: float, audio, out_path, *, 
             recording, play = _record(robot, camera, speaker, plan, workdir, settings, cancel)
             _neutral(robot)
             progress("synchronising")
-            sync = _synchronise(workdir / "recording.mkv", plan, recording, calibration)
+            recorded = _analyse(workdir / "recording.mkv", plan.track)
+            sync = _synchronise(recorded, plan, recording, calibration)
             progress("encoding")
-            facts = _cut_and_encode(workdir / "recording.mkv", plan, sync, audio, audio_offset_s, out_path, settings,
-                                    overlay_text)
+            facts = _cut_and_encode(workdir / "recording.mkv", recorded, plan, sync, audio, audio_offset_s, out_path,
+                                    settings, overlay_text)
             return CaptureResult(path=out_path, facts=facts, sync=sync, play=play, recording=recording,
                                  attempts=attempts)
         except DeviceLost as exc:
@@ -671,29 +672,53 @@ def _audio_position(recording: Path, played: np.ndarray, audio_start: float) -> 
     return audio_start + (lags[best] + frac) / CORRELATION_RATE, float(coefficient[best])
 
 
-def _synchronise(recording: Path, plan: _Plan, info: dict, calibration: dict | None) -> dict:
-    """Where motion commanded at the speech's start shows in the recording (`v_start`, seconds of its
-    timeline), and the evidence; raises CaptureError when neither the marker nor the sound can say."""
+@dataclass
+class _Recorded:
+    """What a recording holds, read once: its frames (`picture`), their size, and where the played track lies in
+    its sound (`audio_at`, seconds of its timeline; NaN when it has no sound) with the correlation found."""
+
+    picture: _Picture
+    size: tuple[int, int]
+    audio_at: float
+    correlation: float
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.picture.times
+
+    @property
+    def heard(self) -> bool:
+        return self.correlation >= MIN_CORRELATION
+
+
+def _analyse(recording: Path, played: np.ndarray) -> _Recorded:
     streams = _ffprobe_start_times(recording)
     video = streams.get("video")
     if video is None:
         raise CaptureError("the recording holds no video")
     times = probe_recording(recording, None)["frame_times"]
-    grey = _grey_frames(recording, int(video["width"]), int(video["height"]))
+    size = (int(video["width"]), int(video["height"]))
+    grey = _grey_frames(recording, *size)
     if len(grey) != len(times):
         raise CaptureError(f"the recording's {len(times)} frame timestamps and {len(grey)} decoded frames differ")
-    baseline = _baseline_frames(times)
-    sync = {"recorded_frames": int(len(times)), "dropped": int(info.get("dropped", 0))}
     audio_at, correlation = math.nan, 0.0
     if "audio" in streams:
-        audio_at, correlation = _audio_position(recording, plan.track, float(streams["audio"].get("start_time") or 0))
-    heard = correlation >= MIN_CORRELATION
-    sync.update(correlation=round(correlation, 4), audio_offset_ms=round(audio_at * 1000, 2) if heard else None)
-    picture = _Picture.of(times, grey, baseline)
+        audio_at, correlation = _audio_position(recording, played, float(streams["audio"].get("start_time") or 0))
+    return _Recorded(picture=_Picture.of(times, grey, _baseline_frames(times)), size=size, audio_at=audio_at,
+                     correlation=correlation)
+
+
+def _synchronise(recorded: _Recorded, plan: _Plan, info: dict, calibration: dict | None) -> dict:
+    """Where motion commanded at the speech's start shows in the recording (`v_start`, seconds of its
+    timeline), and the evidence; raises CaptureError when neither the marker nor the sound can say."""
+    times, audio_at, heard = recorded.times, recorded.audio_at, recorded.heard
+    sync = {"recorded_frames": int(len(times)), "dropped": int(info.get("dropped", 0)),
+            "correlation": round(recorded.correlation, 4),
+            "audio_offset_ms": round(audio_at * 1000, 2) if heard else None}
     step = None
     if plan.marker_frame is not None:
         after = audio_at + plan.t_m if heard else float(times[0])
-        step = _step_response(picture, after=after, until=math.inf, back_after_s=plan.marker_back_s,
+        step = _step_response(recorded.picture, after=after, until=math.inf, back_after_s=plan.marker_back_s,
                               window_s=plan.marker_back_s)
         if step is not None and step["centre"] is None:
             step = None
@@ -723,7 +748,6 @@ def _synchronise(recording: Path, plan: _Plan, info: dict, calibration: dict | N
         raise CaptureError(f"the recording ends {end - times[-1]:.3f} s before the stimulus does: the robot was "
                            f"later than the tail of {plan.duration_s - plan.t_s - plan.n_frames / plan.fps:.2f} s "
                            "allows; capture again with a longer tail")
-    sync["_times"] = times
     return sync
 
 
@@ -756,18 +780,16 @@ def _frames_at(recording: Path, times: np.ndarray, wanted: np.ndarray, size: tup
         process.stderr.close()
 
 
-def _cut_and_encode(recording: Path, plan: _Plan, sync: dict, audio, audio_offset_s: float, out_path: Path,
-                    settings: CaptureSettings, overlay_text: str | None = None):
+def _cut_and_encode(recording: Path, recorded: _Recorded, plan: _Plan, sync: dict, audio, audio_offset_s: float,
+                    out_path: Path, settings: CaptureSettings, overlay_text: str | None = None):
     from render.encode import DEFAULT_CRF, encode_stimulus
 
-    times = sync.pop("_times")
+    times, source = recorded.times, recorded.size
     v_start = sync["v_start_s"]
     first = int(np.searchsorted(times, v_start - 1e-6))
     v_cut = float(times[first])
     delta = max(0.0, v_cut - v_start)
     wanted = v_cut + np.arange(plan.n_frames) / plan.fps
-    video = _ffprobe_start_times(recording)["video"]
-    source = (int(video["width"]), int(video["height"]))
     size = settings.size or (source[0] // 2 * 2, source[1] // 2 * 2)
     sync.update(v_cut_s=round(v_cut, 6), audio_advance_ms=round(delta * 1000, 3))
     frames = _frames_at(recording, times, wanted, size, source)
@@ -841,30 +863,22 @@ def calibrate(robot, camera, *, repeats: int = 3, speaker=None, actuators: list[
         finally:
             _neutral(robot)
         progress("measuring")
-        recording = workdir / "recording.mkv"
-        streams = _ffprobe_start_times(recording)
-        times = probe_recording(recording, None)["frame_times"]
-        grey = _grey_frames(recording, int(streams["video"]["width"]), int(streams["video"]["height"]))
-        baseline = _baseline_frames(times)
-        audio_at, correlation = math.nan, 0.0
-        if "audio" in streams:
-            audio_at, correlation = _audio_position(recording, track, float(streams["audio"].get("start_time") or 0))
-        if correlation >= MIN_CORRELATION:
-            origin, method = audio_at, "marker against the click heard by the camera's microphone"
+        recorded = _analyse(workdir / "recording.mkv", track)
+        if recorded.heard:
+            origin, method = recorded.audio_at, "marker against the click heard by the camera's microphone"
         elif info.get("started_at") is not None:
-            origin = play["start_at"] - info["started_at"] + float(times[0])
+            origin = play["start_at"] - info["started_at"] + float(recorded.times[0])
             method = "marker against the camera's clock (no click was heard: less exact)"
         else:
             raise CaptureError("calibration needs the click in the camera's audio (give the camera a microphone "
                                "and the capture machine a speaker)")
         latencies, per_actuator = [], {}
-        picture = _Picture.of(times, grey, baseline)
         for kind, name, start, hold, end, moves in segments:
             t0 = origin + start / fps
             travel = {j: abs(t - servos[j].rest) for j, t in moves}
             reach = max(_time_to_fraction(servos[j], d, 0.99, None) for j, d in travel.items())
             # The segment's first motion, wherever the robot's delay puts it before the next segment.
-            step = _step_response(picture, after=t0 - 0.05, until=origin + (end - 2) / fps,
+            step = _step_response(recorded.picture, after=t0 - 0.05, until=origin + (end - 2) / fps,
                                   window_s=hold / fps + min(reach, 3.0) + 0.2)
             if kind == "marker":
                 if step is None or step["centre"] is None:
@@ -887,7 +901,7 @@ def calibrate(robot, camera, *, repeats: int = 3, speaker=None, actuators: list[
                 "latency_sd_ms": round(float(lat.std(ddof=1)) if len(lat) > 1 else 0.0, 1),
                 "latencies_ms": [round(float(v), 1) for v in lat], "actuators": per_actuator,
                 "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fps": fps,
-                "method": method, "correlation": round(correlation, 4)}
+                "method": method, "correlation": round(recorded.correlation, 4)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
