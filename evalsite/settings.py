@@ -60,7 +60,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studies.middleware.ContentSecurityPolicyMiddleware",
     "studies.middleware.ParticipantErrorMiddleware",
+    "studies.throttle.ParticipantRateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "evalsite.urls"
@@ -132,6 +134,19 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+
+# Rate limits on participant endpoints (studies.throttle): BUCKET=COUNT/UNIT for start (new sessions, per
+# address), page, api (watch reports and answers, per session) and video; a bucket left out is not limited.
+PARTICIPANT_RATE_LIMITS = os.environ.get("PARTICIPANT_RATE_LIMITS", "start=60/m,page=240/m,api=300/m,video=1200/m")
+# Behind a proxy, the header holding the client's address (nginx here sets X-Real-IP: "HTTP_X_REAL_IP").
+RATE_LIMIT_CLIENT_IP_HEADER = os.environ.get("RATE_LIMIT_CLIENT_IP_HEADER", "")
+RATE_LIMIT_CACHE = "default"
+# The cache: Redis in production (shared by all web workers; short timeouts, and the rate limiter lets
+# requests through when it is down), one per process otherwise.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                          "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}}}
 
 # Who may frame participant pages: MTurk shows ExternalQuestion HITs in an iframe.
 PARTICIPANT_FRAME_ANCESTORS = ["'self'"] + _env_list(

@@ -1,14 +1,30 @@
 """Django admin for the domain: browse everything, edit a study's YAML (validated as a new version),
-exclude a participant with a reason. Responses are read-only: data are never edited or deleted here."""
+exclude a participant with a reason. Responses are read-only: data are never edited or deleted here.
+A researcher who is not a superuser sees only the studies they are on, and participants' rows only of the
+studies where their role is analyst or more (selectors.ACTION_ROLE)."""
 from django import forms
 from django.contrib import admin, messages
 
-from . import services
+from . import selectors, services
 from .models import (
-    Condition, Corpus, Exclusion, Participant, RenderJob, Response, RobotRecord, Stimulus, Study, StudyVersion,
+    Condition, Corpus, Exclusion, Participant, RenderJob, Response, RobotRecord, Stimulus, Study, StudyMember,
+    StudyVersion,
     TrainedModel, Trial, TrialStimulus, Utterance, WatchRecord,
 )
 from .spec import SpecError
+
+
+class StudyScoped:
+    """Rows limited to the studies on which the user may do `scope_action` (`study_lookup` leads to the study)."""
+
+    study_lookup = "study"
+    scope_action = "analyse"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.study_lookup}__in": selectors.studies_where(request.user, self.scope_action)})
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -77,12 +93,19 @@ class StudyVersionForm(forms.ModelForm):
         fields = ["spec_yaml"]
         widgets = {"spec_yaml": forms.Textarea(attrs={"rows": 40, "cols": 100, "style": "font-family: monospace"})}
 
+    user = None  # set by StudyVersionAdmin.get_form
+
     def clean_spec_yaml(self):
         text = self.cleaned_data["spec_yaml"]
         try:
-            services.study_validate(text=text)
+            spec = services.study_validate(text=text)
         except SpecError as exc:
             raise forms.ValidationError([str(p) for p in exc.problems]) from None
+        study = Study.objects.filter(slug=spec["slug"]).first()
+        if study is not None and not selectors.user_can(self.user, study, "manage"):
+            raise forms.ValidationError(
+                f"A study {study.slug!r} exists and your role on it does not allow new versions (manager or "
+                f"owner needed). Choose another slug for a new study, or ask its owner for the manager role.")
         return text
 
 
@@ -94,21 +117,62 @@ class StudyVersionInline(admin.TabularInline):
     can_delete = False
 
 
+class StudyMemberInline(admin.TabularInline):
+    """The collaborators and their roles; only the owner (or a superuser) may change them."""
+
+    model = StudyMember
+    extra = 1
+    fields = ("user", "role", "added_at")
+    readonly_fields = ("added_at",)
+
+    def _owner(self, request, obj):
+        return obj is not None and selectors.user_can(request.user, obj, "share")
+
+    def has_add_permission(self, request, obj=None):
+        return self._owner(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._owner(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._owner(request, obj)
+
+
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
-    list_display = ("slug", "title", "status", "created_at")
+class StudyAdmin(StudyScoped, admin.ModelAdmin):
+    study_lookup = "pk"
+    scope_action = "view"
+    list_display = ("slug", "title", "status", "owner", "created_at")
     list_filter = ("status",)
     readonly_fields = ("public_token", "lab_token")
-    filter_horizontal = ("collaborators",)
-    inlines = [StudyVersionInline]
+    inlines = [StudyMemberInline, StudyVersionInline]
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or selectors.user_can(request.user, obj, "manage"))
+
+    def has_delete_permission(self, request, obj=None):
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or selectors.user_can(request.user, obj, "share"))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not selectors.user_can(request.user, obj, "share"):
+            fields.append("owner")
+        return fields
 
 
 @admin.register(StudyVersion)
-class StudyVersionAdmin(admin.ModelAdmin):
+class StudyVersionAdmin(StudyScoped, admin.ModelAdmin):
     """Saving an edited YAML makes a new version (validated); old versions stay as they were."""
 
+    scope_action = "view"
     form = StudyVersionForm
     list_display = ("study", "number", "created_at")
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -130,7 +194,7 @@ class ExclusionInline(admin.TabularInline):
 
 
 @admin.register(Participant)
-class ParticipantAdmin(admin.ModelAdmin):
+class ParticipantAdmin(StudyScoped, admin.ModelAdmin):
     list_display = ("public_id", "study", "source", "status", "cell", "started_at", "completed_at")
     list_filter = ("study", "source", "status")
     readonly_fields = [f.name for f in Participant._meta.fields]
@@ -141,18 +205,21 @@ class ParticipantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Trial)
-class TrialAdmin(ReadOnlyAdmin):
+class TrialAdmin(StudyScoped, ReadOnlyAdmin):
+    study_lookup = "participant__study"
     list_display = ("participant", "position", "kind", "question", "answered_at")
 
 
 @admin.register(Response)
-class ResponseAdmin(ReadOnlyAdmin):
+class ResponseAdmin(StudyScoped, ReadOnlyAdmin):
+    study_lookup = "trial__participant__study"
     list_display = ("participant", "trial", "item", "slot", "value", "choice", "answer_ms", "created_at")
     list_filter = ("trial__participant__study",)
 
 
 @admin.register(Exclusion)
-class ExclusionAdmin(admin.ModelAdmin):
+class ExclusionAdmin(StudyScoped, admin.ModelAdmin):
+    study_lookup = "participant__study"
     list_display = ("participant", "rule", "reason", "created_at")
     list_filter = ("rule",)
 
@@ -160,6 +227,12 @@ class ExclusionAdmin(admin.ModelAdmin):
         return False
 
 
-admin.site.register(TrialStimulus, ReadOnlyAdmin)
-admin.site.register(WatchRecord, ReadOnlyAdmin)
+@admin.register(TrialStimulus)
+class TrialStimulusAdmin(StudyScoped, ReadOnlyAdmin):
+    study_lookup = "trial__participant__study"
+
+
+@admin.register(WatchRecord)
+class WatchRecordAdmin(StudyScoped, ReadOnlyAdmin):
+    study_lookup = "trial_stimulus__trial__participant__study"
 admin.site.site_header = "Face-motion evaluation: administration"

@@ -289,7 +289,7 @@ class Bot:
         return self.result
 
     async def _call(self, endpoint: str, method: str, url: str, *, read: str = "text", **kwargs):
-        """One request with retries on network errors and 5xx; returns (status, headers, body).
+        """One request with retries on network errors, 5xx and 429; returns (status, headers, body).
 
         read: "text", "json" (a dict, {} when not JSON) or "discard" (the body is read and counted).
         The same request, byte for byte, is resent: for answers that means the same submission id.
@@ -323,6 +323,9 @@ class Bot:
             self.result.calls.append(Call(endpoint, status, now - t0, "", now, shown))
             if status >= 500 and attempt + 1 < MAX_ATTEMPTS:
                 await asyncio.sleep(min(BACKOFF_S * 2**attempt, BACKOFF_CAP_S))
+                continue
+            if status == 429 and attempt + 1 < MAX_ATTEMPTS:  # over a rate limit: wait as told, as a browser does
+                await asyncio.sleep(min(float(resp_headers.get("Retry-After") or 1), 60.0))
                 continue
             return status, resp_headers, body
         raise AssertionError("unreachable")
@@ -718,7 +721,11 @@ class LocalServer:
 
         from django.conf import settings
 
-        env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT), **self.extra_env}
+        # Every bot comes from 127.0.0.1: the per-address limit on new sessions would count them all as one
+        # client, so it is left out here; the per-session limits stay as configured.
+        limits = ",".join(p for p in settings.PARTICIPANT_RATE_LIMITS.split(",") if not p.strip().startswith("start="))
+        env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT), "PARTICIPANT_RATE_LIMITS": limits,
+               **self.extra_env}
         env.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(

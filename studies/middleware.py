@@ -1,6 +1,11 @@
 """Participant URLs: a participant never sees a stack trace (any unexpected error becomes a friendly page
 or a JSON error, whatever DEBUG says; the error is still logged in full), and the pages may be shown
-inside the recruiting services' frames (MTurk's ExternalQuestion) and nowhere else."""
+inside the recruiting services' frames (MTurk's ExternalQuestion) and nowhere else.
+
+Every page of the site gets a Content-Security-Policy: scripts, styles, media and requests from this site
+only (no inline script anywhere), forms posted here or to MTurk, no framing except participant pages in
+the recruiting services' frames. The Django admin also gets inline styles (its widgets use them). A view
+that set its own policy (a report file) keeps it."""
 import logging
 
 from django.conf import settings
@@ -13,6 +18,34 @@ log = logging.getLogger("studies.participant")
 PARTICIPANT_PREFIXES = ("/s/", "/t/", "/lab/", "/v/")
 
 
+CSP = {
+    "default-src": "'self'", "script-src": "'self'", "style-src": "'self'", "img-src": "'self' data:",
+    "media-src": "'self'", "connect-src": "'self'", "font-src": "'self'", "object-src": "'none'",
+    "base-uri": "'none'", "form-action": "'self' https://www.mturk.com https://workersandbox.mturk.com",
+    "frame-ancestors": "'none'",
+}
+
+
+def content_security_policy(path: str) -> str:
+    policy = dict(CSP)
+    if path.startswith(PARTICIPANT_PREFIXES):
+        policy["frame-ancestors"] = " ".join(settings.PARTICIPANT_FRAME_ANCESTORS)
+    elif path.startswith("/admin/"):
+        policy["style-src"] = "'self' 'unsafe-inline'"
+    return "; ".join(f"{k} {v}" for k, v in policy.items())
+
+
+class ContentSecurityPolicyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = content_security_policy(request.path)
+        return response
+
+
 class ParticipantErrorMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -20,8 +53,7 @@ class ParticipantErrorMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         if request.path.startswith(PARTICIPANT_PREFIXES):
-            response.xframe_options_exempt = True  # replaced by the narrower CSP frame-ancestors below
-            response["Content-Security-Policy"] = "frame-ancestors " + " ".join(settings.PARTICIPANT_FRAME_ANCESTORS)
+            response.xframe_options_exempt = True  # replaced by the narrower CSP frame-ancestors
         return response
 
     def process_exception(self, request, exception):

@@ -222,7 +222,9 @@ class Study(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    # Researchers other than the owner, each with a role (StudyMember): what they may see and do here.
+    collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+",
+                                           through="StudyMember")
     # Opaque public handle for participant URLs (the slug may carry meaning a participant must not see).
     public_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
     lab_token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
@@ -241,6 +243,28 @@ class Study(models.Model):
     @property
     def current_version(self):
         return self.versions.order_by("-number").first()
+
+
+class StudyMember(models.Model):
+    """A collaborator's role on one study. Each role may do what the one before it may, and more; the owner
+    (and a superuser) may do everything, including choosing the collaborators."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "viewer: dashboard, gallery, preview, finished reports"
+        ANALYST = "analyst", "analyst: also the participants' data (responses CSV, admin) and new reports"
+        MANAGER = "manager", "manager: also opening and closing, pilot link, renders, new versions of the YAML"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="study_memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        unique_together = [("study", "user")]
+        ordering = ["study", "user"]
+
+    def __str__(self):
+        return f"{self.user} ({self.role}) on {self.study}"
 
 
 class StudyVersion(models.Model):

@@ -200,6 +200,26 @@ def _fail(report: StudyReport, work: Path, error: str) -> None:
 REPORT_FILES = {"html": "index.html", "pdf": "report.pdf", "json": "summary.json"}
 
 
+def reports_mentioning(study: Study, text: str) -> list[StudyReport]:
+    """The study's finished reports whose files contain `text` (a participant's id): what a request to delete
+    that participant's data must also remove."""
+    found = []
+    for report in study.reports.exclude(folder=""):
+        root = Path(settings.REPORTS_ROOT) / report.folder
+        for path in root.rglob("*"):
+            if path.suffix in (".csv", ".json", ".html") and text in path.read_text(errors="replace"):
+                found.append(report)
+                break
+    return found
+
+
+def report_delete(report: StudyReport) -> None:
+    """Remove a report: its files, then its row."""
+    if report.folder:
+        shutil.rmtree(Path(settings.REPORTS_ROOT) / report.folder, ignore_errors=True)
+    report.delete()
+
+
 def report_file(report: StudyReport, relative: str) -> Path:
     """The file `relative` of a finished report, refusing anything outside its folder."""
     if report.status != StudyReport.Status.DONE or not report.folder:

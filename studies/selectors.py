@@ -5,10 +5,12 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Prefetch, Q
 
 from .analysis.columns import PLATFORM_COLUMNS
-from .models import Condition, Exclusion, Participant, Response, Stimulus, Study, Trial, TrialStimulus
+from .models import (
+    Condition, Exclusion, Participant, Response, Stimulus, Study, StudyMember, Trial, TrialStimulus,
+)
 
 NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
 
@@ -86,11 +88,43 @@ def studies_for_user(user):
     qs = Study.objects.order_by("-created_at")
     if user.is_superuser:
         return qs
-    return qs.filter(owner=user) | qs.filter(collaborators=user)
+    return qs.filter(Q(owner=user) | Q(members__user=user)).distinct()
 
 
-def user_can_see_study(user, study: Study) -> bool:
-    return user.is_superuser or study.owner_id == user.id or study.collaborators.filter(pk=user.pk).exists()
+# What each study action needs: a collaborator's role must be at least this (owners and superusers may all).
+ROLE_ORDER = [StudyMember.Role.VIEWER, StudyMember.Role.ANALYST, StudyMember.Role.MANAGER, "owner"]
+ACTION_ROLE = {
+    "view": StudyMember.Role.VIEWER,        # dashboard, gallery, preview, finished reports
+    "analyse": StudyMember.Role.ANALYST,    # participants' data: responses CSV, admin rows, new reports
+    "manage": StudyMember.Role.MANAGER,     # open/close, pilot link, renders, new versions
+    "share": "owner",                       # choose the collaborators and their roles
+}
+
+
+def study_role(user, study: Study) -> str | None:
+    """The user's role on the study: "owner" (also for superusers), a StudyMember role, or None."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    if user.is_superuser or (study.owner_id is not None and study.owner_id == user.pk):
+        return "owner"
+    return StudyMember.objects.filter(study=study, user=user).values_list("role", flat=True).first()
+
+
+def role_allows(role: str | None, action: str) -> bool:
+    return role is not None and ROLE_ORDER.index(role) >= ROLE_ORDER.index(ACTION_ROLE[action])
+
+
+def user_can(user, study: Study, action: str) -> bool:
+    return role_allows(study_role(user, study), action)
+
+
+def studies_where(user, action: str):
+    """The studies on which the user may do `action` (for scoping admin lists)."""
+    qs = Study.objects.all()
+    if user.is_superuser:
+        return qs
+    roles = ROLE_ORDER[ROLE_ORDER.index(ACTION_ROLE[action]):]
+    return qs.filter(Q(owner=user) | Q(members__user=user, members__role__in=roles)).distinct()
 
 
 def data_participants(study: Study, *, include_pilot: bool = False):

@@ -34,6 +34,7 @@ from .models import (
     Response,
     Stimulus,
     Study,
+    StudyMember,
     StudyVersion,
     Trial,
     TrialStimulus,
@@ -283,7 +284,54 @@ def study_set_status(*, study: Study, status: str) -> Study:
     return study
 
 
+def study_share(*, study: Study, user, role: str | None) -> StudyMember | None:
+    """Give a researcher a role on the study (or change it); role None takes them off. The owner is not a member."""
+    if study.owner_id is not None and user.pk == study.owner_id:
+        raise ServiceError(f"{user.username} owns {study.slug}; an owner has every right already")
+    if role is None:
+        StudyMember.objects.filter(study=study, user=user).delete()
+        return None
+    if role not in StudyMember.Role.values:
+        raise ServiceError(f"unknown role {role!r}; use one of {', '.join(StudyMember.Role.values)}")
+    member, _ = StudyMember.objects.update_or_create(study=study, user=user, defaults={"role": role})
+    return member
+
+
 # ------------------------------------------------------------------------------------- participants
+def participant_find(*, study: Study, public_id: str | None = None, source: str | None = None,
+                     external_id: str | None = None) -> Participant:
+    """One participant of the study, by the platform's id or by a recruiting service's worker id (matched
+    through the keyed hash, as stored). ServiceError (code not_found) when there is none."""
+    qs = Participant.objects.filter(study=study)
+    if public_id:
+        try:
+            found = qs.filter(public_id=uuid.UUID(str(public_id))).first()
+        except ValueError:
+            raise ServiceError(f"{public_id!r} is not a participant id (a UUID, as in the responses CSV)") from None
+        what = f"participant {public_id}"
+    else:
+        found = qs.filter(external_id_hash=external_id_hash(source, external_id)).first()
+        what = f"{source} worker {external_id}"
+    if found is None:
+        raise ServiceError(f"no {what} in study {study.slug}", code="not_found")
+    return found
+
+
+def participant_forget(*, participant: Participant) -> dict:
+    """Delete everything stored of one participant (on their request): responses, exclusions, trials with
+    their videos' watch records, and the session itself. Returns what was deleted, by kind."""
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        counts = {
+            "responses": Response.objects.filter(participant=participant).delete()[0],
+            "exclusions": Exclusion.objects.filter(participant=participant).delete()[0],
+            "watch_records": WatchRecord.objects.filter(trial_stimulus__trial__participant=participant).delete()[0],
+            "trials": Trial.objects.filter(participant=participant).count(),
+        }
+        participant.delete()  # cascades to the trials and their slots
+    return counts
+
+
 def participants_reclaim_abandoned(*, study: Study) -> int:
     """Mark sessions idle longer than the spec's `abandon_after_minutes` as abandoned; frees their cells."""
     spec = study.current_version.spec

@@ -17,6 +17,14 @@ def _media_root(tmp_path_factory):
     yield settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_rate_limits():
+    """Every test client comes from one address in one process: the participant rate limits are off, except in
+    the tests of the limits themselves (tests/studies/test_security.py), which set their own."""
+    settings.PARTICIPANT_RATE_LIMITS = ""
+    yield
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings():
     """One test database per pytest process, so parallel runs on one PostgreSQL never collide."""

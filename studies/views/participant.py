@@ -145,8 +145,7 @@ def take(request, study_token: str):
         return _message(request, "Session expired", "This session was inactive for too long and has ended.")
     where = selectors.position(participant)
     ctx = {"study": study, "participant": participant, "progress_done": where.done,
-           "progress_total": where.total, "progress_pct": round(100 * where.done / max(where.total, 1)),
-           "study_token": study_token}
+           "progress_total": where.total, "study_token": study_token}
     page = selectors.current_page(participant)
     ctx["page"] = page
     ctx["page_index"] = participant.page_index

@@ -2,6 +2,7 @@
 models and their training progress, health."""
 from __future__ import annotations
 
+import functools
 import io
 
 from django.contrib.auth.decorators import login_required
@@ -31,11 +32,32 @@ def health(request):
     return JsonResponse({"ok": True})
 
 
-def _study_for(request, slug) -> Study:
+class RoleTooLow(Exception):
+    """The researcher is on the study but their role does not allow this (answered with a 403 page)."""
+
+
+def _study_for(request, slug, action: str = "view") -> Study:
+    """The study, if this researcher may do `action` on it. Not on it at all: 404 (its existence is not told)."""
     study = get_object_or_404(Study, slug=slug)
-    if not selectors.user_can_see_study(request.user, study):
+    role = selectors.study_role(request.user, study)
+    if role is None:
         raise Http404("no such study")
+    if not selectors.role_allows(role, action):
+        raise RoleTooLow(f"Your role on {study.slug} is {role}; this needs {selectors.ACTION_ROLE[action]} or "
+                         f"higher. Ask the study's owner to change your role (manage.py share_study).")
     return study
+
+
+def study_page(view):
+    """Researcher views: login required, and a too-low role answered with a page that says what is needed."""
+    @login_required
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except RoleTooLow as exc:
+            return render(request, "studies/researcher/forbidden.html", {"reason": str(exc)}, status=403)
+    return wrapper
 
 
 @login_required
@@ -43,31 +65,36 @@ def study_list(request):
     return render(request, "studies/researcher/study_list.html", {"studies": selectors.studies_for_user(request.user)})
 
 
-@login_required
+@study_page
 def study_dashboard(request, slug):
     study = _study_for(request, slug)
+    role = selectors.study_role(request.user, study)
+    can = {action: selectors.role_allows(role, action) for action in selectors.ACTION_ROLE}
     base = settings.PUBLIC_BASE_URL
     links = {
         "participant": base + reverse("entry", args=[study.public_token]),
         "prolific": prolific.study_url(study),
         "lab": base + reverse("lab_entry", args=[study.lab_token]),
-        "pilot": base + reverse("entry", args=[study.public_token]) + f"?mode=pilot&key={services.pilot_key(study)}",
     }
+    if can["manage"]:
+        links["pilot"] = (base + reverse("entry", args=[study.public_token])
+                          + f"?mode=pilot&key={services.pilot_key(study)}")
     jobs = rendering.study_render_jobs(study.current_version.spec)
     return render(request, "studies/researcher/dashboard.html",
                   {**selectors.dashboard(study), "links": links, "renders": rendering.render_progress(jobs),
-                   "reports": study.reports.all()[:5], "corrections": REPORT_CORRECTIONS})
+                   "reports": study.reports.all()[:5], "corrections": REPORT_CORRECTIONS,
+                   "role": role, "can": can, "members": study.members.select_related("user")})
 
 
 REPORT_CORRECTIONS = (("holm", "Holm–Bonferroni"), ("bonferroni", "Bonferroni"), ("bh", "Benjamini–Hochberg"),
                       ("none", "none"))
 
 
-@login_required
+@study_page
 @require_POST
 def study_report_request(request, slug):
     """Queue a significance report of the responses so far (made by a worker; progress on the dashboard)."""
-    study = _study_for(request, slug)
+    study = _study_for(request, slug, "analyse")
     options = {"correction": request.POST.get("correction") or "holm"}
     try:
         options["n_boot"] = int(request.POST.get("n_boot") or 10000)
@@ -81,7 +108,7 @@ def study_report_request(request, slug):
     return HttpResponseRedirect(reverse("study_dashboard", args=[slug]) + "#reports")
 
 
-@login_required
+@study_page
 def study_report_progress(request, slug, report_id):
     report = get_object_or_404(StudyReport, pk=report_id, study=_study_for(request, slug))
     return JsonResponse({"id": report.pk, "status": report.status, "progress": report.progress,
@@ -92,7 +119,7 @@ REPORT_TYPES = {".html": "text/html; charset=utf-8", ".pdf": "application/pdf", 
                 ".csv": "text/csv; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
 
-@login_required
+@study_page
 def study_report_file(request, slug, report_id, name):
     """A file of a finished report (the page, the PDF, tables, figures), to the study's researchers only."""
     report = get_object_or_404(StudyReport, pk=report_id, study=_study_for(request, slug))
@@ -103,16 +130,19 @@ def study_report_file(request, slug, report_id, name):
     response = FileResponse(path.open("rb"), content_type=REPORT_TYPES.get(path.suffix, "application/octet-stream"))
     if path.suffix == ".svg":  # an SVG can hold script: never run it as a page of this site
         response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    elif path.suffix == ".html":  # the report page: its own inline styles and figures, nothing else
+        response["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+                                               "frame-ancestors 'none'")
     return response
 
 
-@login_required
+@study_page
 @require_POST
 def study_render_retry(request, slug):
     """Queue the study's failed renders again (on the render workers)."""
     from ..tasks import render_stimulus
 
-    study = _study_for(request, slug)
+    study = _study_for(request, slug, "manage")
     jobs = rendering.render_jobs_plan(study.current_version.spec, retry_failed=True)
     for job in jobs:
         if job.status == job.Status.QUEUED:
@@ -120,7 +150,7 @@ def study_render_retry(request, slug):
     return HttpResponseRedirect(reverse("study_dashboard", args=[slug]))
 
 
-@login_required
+@study_page
 def study_gallery(request, slug):
     """All conditions and embodiments of one utterance side by side, playing in sync (researchers only)."""
     study = _study_for(request, slug)
@@ -129,15 +159,15 @@ def study_gallery(request, slug):
                   {"study": study, **rendering.stimuli_gallery(corpus, request.GET.get("utterance"))})
 
 
-@login_required
+@study_page
 @require_POST
 def study_status(request, slug):
-    study = _study_for(request, slug)
+    study = _study_for(request, slug, "manage")
     services.study_set_status(study=study, status=request.POST.get("status", ""))
     return HttpResponseRedirect(reverse("study_dashboard", args=[slug]))
 
 
-@login_required
+@study_page
 @require_POST
 def study_preview(request, slug):
     study = _study_for(request, slug)
@@ -146,9 +176,9 @@ def study_preview(request, slug):
     return HttpResponseRedirect(reverse("take", args=[study.public_token]))
 
 
-@login_required
+@study_page
 def study_export(request, slug):
-    study = _study_for(request, slug)
+    study = _study_for(request, slug, "analyse")
     buffer = io.StringIO()
     write_responses_csv(study, buffer, include_pilot=request.GET.get("pilot") == "1")
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")

@@ -48,12 +48,15 @@ def chromium(django_db_setup):
 @pytest.fixture
 def browser_page(chromium):
     """A page in a fresh context (its own cookies, so its own participant session) at desktop size.
-    A JavaScript error on any page fails the test at teardown."""
+    A JavaScript error or a Content-Security-Policy violation on any page fails the test at teardown."""
     context = chromium.new_context(viewport=DESKTOP, locale="en-US")
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # a script, style or request the Content-Security-Policy blocked is reported on the console only
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the participant pages: {errors}"

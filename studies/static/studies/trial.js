@@ -1,6 +1,6 @@
 /* Trial page: the answers unlock only after every video has played to the end (checked again by the
    server); the player's facts (watched fraction, seeks, pauses, replays, hidden time, errors) are reported;
-   answers are sent once per trial with a client-made submission id, retried on network failure. */
+   answers are sent once per trial with a client-made submission id, retried on network failure, a server error or a rate limit (after its Retry-After). */
 (function () {
   "use strict";
   var root = document.getElementById("trial");
@@ -27,6 +27,12 @@
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
       body: JSON.stringify(body)
     }).then(function (resp) {
+      if (resp.status === 429 && attempt < 6) {  // over the rate limit: wait as told, then send it again
+        var wait = Math.min(60, parseInt(resp.headers.get("Retry-After"), 10) || 2);
+        showError("Please wait a moment…");
+        return new Promise(function (res) { setTimeout(res, wait * 1000); })
+          .then(function () { return post(url, body, attempt + 1); });
+      }
       if (resp.status >= 500 && attempt < 6) { throw new Error("server " + resp.status); }
       return resp.json().then(function (data) { return {status: resp.status, data: data}; });
     }).catch(function (err) {

@@ -1,0 +1,82 @@
+"""Participant pages stay fast under load: the database queries of each participant request are bounded, and
+they do not grow with the number of trials done or of other participants in the study (no N+1)."""
+from collections import defaultdict
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+# The budget per request kind (most queries any one request of that kind may make). A change that needs
+# more must say why here; one that grows with the data fails the growth checks below whatever the budget.
+# Measured when this test was written: entry 19 (session, cell, every trial made at once), page 4, page
+# posts 6-12, watch 5, answer 9, video 1.
+BUDGET = {"entry": 22, "page": 6, "page_post": 14, "watch": 6, "answer": 11, "video": 2}
+
+
+def _kind(path: str) -> str:
+    if path.startswith("/s/"):
+        return "entry"
+    if path.startswith("/v/"):
+        return "video"
+    if path.endswith("/watch/"):
+        return "watch"
+    if path.endswith("/answer/"):
+        return "answer"
+    return "page_post" if "/page/" in path else "page"
+
+
+def _counted(driver):
+    """The driver's client, counting the queries of each request: {kind: [count, ...]} in order."""
+    counts = defaultdict(list)
+    request = driver.client.request
+
+    def counted(**req):
+        with CaptureQueriesContext(connection) as ctx:
+            response = request(**req)
+        counts[_kind(req["PATH_INFO"])].append(len(ctx.captured_queries))
+        return response
+
+    driver.client.request = counted
+    return counts
+
+
+def _run(driver, with_videos: bool = True):
+    counts = _counted(driver)
+    driver.start()
+    from studies import selectors
+    from studies.models import Participant
+
+    original = driver.page
+
+    def page_and_videos():
+        response = original()
+        if with_videos and driver.participant.status == Participant.Status.ACTIVE:
+            trial = selectors.current_trial(driver.participant)
+            if trial is not None:
+                for slot in trial.slots.all():
+                    driver.client.get(f"/v/{slot.stimulus.token}.mp4", HTTP_RANGE="bytes=0-1023")
+        return response
+
+    driver.page = page_and_videos
+    driver.complete()
+    return counts
+
+
+def test_queries_per_participant_request_are_within_budget_and_do_not_grow(driver, demo_study):
+    first = _run(driver)
+    assert set(first) == set(BUDGET)
+    for kind, counts in first.items():
+        assert max(counts) <= BUDGET[kind], (kind, counts)
+    # the same for every trial: the 1st and the last trial's page, watch reports and answer cost alike
+    trial_pages = first["page"][:-1]  # (the last is the completion page)
+    for kind, counts in (("page", trial_pages), ("watch", first["watch"]), ("answer", first["answer"]),
+                         ("video", first["video"])):
+        assert max(counts) - min(counts) <= 1, (kind, counts)
+    # ...and for a participant who comes after several others have completed
+    for _ in range(4):
+        other = type(driver)(Client(), demo_study)
+        other.start()
+        other.complete()
+    later = _run(type(driver)(Client(), demo_study))
+    for kind in BUDGET:
+        assert max(later[kind]) <= max(first[kind]) + 1, (kind, first[kind], later[kind])
