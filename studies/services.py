@@ -411,7 +411,7 @@ def participant_start(
                 external_session=external_session or {},
                 cell=cell,
                 seed=seed,
-                user_agent=user_agent[:300],
+                user_agent=user_agent.replace("\x00", "")[:300],  # no text column takes a NUL byte
             )
     # The trials are made after the study's lock is released, so arrivals queue only for the cell choice.
     # A resumed session gets them here too if it has none: the request that started it can die between its
@@ -550,9 +550,9 @@ def page_submit(*, participant: Participant, page_index: int, data: dict) -> Par
 def _clean_demographics(page: dict, data: dict) -> dict:
     out = {}
     for name in page["fields"]:
-        raw = str(data.get(name, "")).strip()[:100]
+        raw = str(data.get(name, "")).replace("\x00", "").strip()[:100]  # no JSON column takes a NUL byte
         if name == "age" and raw:
-            if not raw.isdigit() or not (16 <= int(raw) <= 110):
+            if not raw.isdecimal() or not (16 <= int(raw) <= 110):
                 raise ServiceError("Please enter your age as a number (16-110), or leave it empty.", code="bad_age")
             out[name] = int(raw)
         elif raw:

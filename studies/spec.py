@@ -17,9 +17,12 @@ PAGE_TYPES = ("consent", "instructions", "av_check", "training", "trials", "demo
 QUESTION_TYPES = ("likert", "slider", "pairwise")
 EMBODIMENTS = ("avatar", "robot_sim", "robot_physical")
 DEMOGRAPHIC_FIELDS = ("age", "gender", "native_language", "country", "hearing", "vision", "prior_experience")
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,79}$")
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-CONDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,79}\Z")  # \Z: `$` would let a trailing newline through
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
+CONDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}\Z")
+TITLE_MAX = 200  # the study's title column
+MAX_DEPTH = 50  # lists and mappings inside each other; a study needs about six
+MAX_VALUES = 50_000  # values in the file with its aliases expanded; a study needs a few hundred
 
 DEFAULT_CONSENT = (
     "You are invited to take part in a research study on how people perceive animated faces. "
@@ -50,25 +53,83 @@ class SpecError(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map each key path ('pages[2].question') to its 1-based line in the YAML text."""
-    lines: dict[str, int] = {}
+def _too_complex(mark, message: str, fix: str) -> SpecError:
+    return SpecError([SpecProblem("", message, fix, mark.line + 1)])
 
-    def walk(node, path):
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH before its (recursive) composer goes there."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _too_complex(self.peek_event().start_mark, f"lists and mappings are nested more than {MAX_DEPTH} deep",
+                                   "check the indentation and the brackets; a study needs only a few levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _load(text: str):
+    """The YAML document as plain data, and each key path ('pages[2].question') mapped to its 1-based line."""
+    loader = _SpecLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        lines = _line_index(root)
+        return loader.construct_document(root), lines
+    finally:
+        loader.dispose()
+
+
+def _line_index(root) -> dict[str, int]:
+    """Map each key path to its line, walking the composed document with its aliases expanded.
+
+    Refuses a document holding more than MAX_VALUES values once expanded (a "billion laughs" bomb is a few
+    lines of anchors that expand to billions of values) before anything expands it further."""
+    lines: dict[str, int] = {}
+    stack = [(root, "", 1)]  # depth first, in document order
+    values = 0
+    while stack:
+        node, path, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES or depth > MAX_DEPTH:
+            raise _too_complex(node.start_mark, f"the file holds more than {MAX_VALUES} values, or nests more than "
+                               f"{MAX_DEPTH} deep, once its aliases (`*name`) are expanded",
+                               "write the repeated parts out instead of nesting aliases of aliases")
         lines.setdefault(path, node.start_mark.line + 1)
+        children = []
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                child = f"{path}.{key_node.value}" if path else str(key_node.value)
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"  # a list as a key is refused later
+                child = f"{path}.{key}" if path else key
                 lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
+                children.append((value_node, child, depth + 1))
         elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{path}[{i}]")
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, "")
+            children = [(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
+        stack.extend(reversed(children))
     return lines
+
+
+def _paths_with_nul(value, path="") -> list[str]:
+    """The key paths whose key or text holds a NUL character (a database text column cannot store one)."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            found += ([child] if "\x00" in str(key) else []) + _paths_with_nul(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _paths_with_nul(item, f"{path}[{i}]")
+    return found
 
 
 class _Checker:
@@ -79,11 +140,12 @@ class _Checker:
         self.problems: list[SpecProblem] = []
 
     def fail(self, path, message, fix):
-        line = None
-        probe = path
-        while probe and line is None:
-            line = self.lines.get(probe)
-            probe = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe) if probe else ""
+        """Record a problem at the line of `path`, or of the nearest enclosing key when `path` is missing."""
+        line, probe = self.lines.get(path), path
+        while line is None and probe:
+            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe)
+            probe = "" if parent == probe else parent  # a missing top-level key has no enclosing line
+            line = self.lines.get(probe) if probe else None
         self.problems.append(SpecProblem(path, message, fix, line))
 
     def mapping(self, value, path, allowed: dict):
@@ -96,7 +158,7 @@ class _Checker:
         out = {}
         for key in value:
             if key not in allowed:
-                close = [k for k in allowed if k.startswith(str(key)[:3])]
+                close = [k for k in allowed if str(key) and k.startswith(str(key)[:3])]
                 hint = f"did you mean `{close[0]}`?" if close else f"allowed keys: {', '.join(allowed)}"
                 self.fail(f"{path}.{key}" if path else str(key), f"unknown key `{key}`", hint)
         for key, default in allowed.items():
@@ -194,7 +256,8 @@ def _check_conditions(c: _Checker, raw) -> tuple[list[str], dict]:
             if entry[key] is not None and key not in params and not (kind == "model" and key == "model"):
                 c.fail(f"{where}.{key}", f"`{key}` does not apply to a {kind} condition", f"remove `{key}`")
         names.append(name)
-        definitions[name] = {"kind": kind, "params": params, "description": entry["description"] or ""}
+        description = c.text(entry["description"], f"{where}.description") or ""
+        definitions[name] = {"kind": kind, "params": params, "description": description}
     if len(set(names)) != len(names):
         c.fail(path, "lists a condition twice", "list each condition once")
     return names, definitions
@@ -259,7 +322,8 @@ def _check_question(c: _Checker, key: str, raw) -> dict:
             c.fail(f"{ipath}.key", f"item key {item['key']!r} is not valid", "use a short lower-case key like `upper`")
         item["text"] = c.text(item["text"], f"{ipath}.text", required=True)
         clean_items.append(item)
-    if len({i["key"] for i in clean_items}) != len(clean_items):
+    keys = [i["key"] for i in clean_items if isinstance(i["key"], str)]
+    if len(set(keys)) != len(keys):
         c.fail(f"{path}.items", "two items share a key", "give each item its own key")
     q["items"] = clean_items
     if qtype == "likert":
@@ -314,7 +378,7 @@ def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
         if key in page and page[key] is not None:
             c.text(page[key], f"{path}.{key}")
     if ptype in ("training", "trials"):
-        if page["question"] not in questions:
+        if not isinstance(page["question"], str) or page["question"] not in questions:
             c.fail(f"{path}.question", f"question {page['question']!r} is not defined",
                    f"define it under `questions:` or use one of {', '.join(questions) or '(none defined)'}")
     if ptype == "training":
@@ -379,8 +443,12 @@ MTURK_KEYS = {
 def parse_spec(text: str) -> dict:
     """Parse and validate a study YAML; return the normalised spec or raise SpecError."""
     try:
-        lines = _line_index(text)
-        raw = yaml.safe_load(text)
+        raw, lines = _load(text)
+    except yaml.reader.ReaderError as exc:  # a control character: it has a position, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError([SpecProblem("", f"the file contains a character YAML does not allow ({char})",
+                                     "delete it (it may be invisible: retype the line)", line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -391,11 +459,15 @@ def parse_spec(text: str) -> dict:
     if not isinstance(raw, dict):
         raise SpecError([SpecProblem("", "the file must be a mapping with `slug`, `title`, `stimuli`, "
                                          "`questions` and `pages`", "start from `manage.py load_study --example`", 1)])
+    for path in _paths_with_nul(raw):
+        c.fail(path, "the text holds a NUL character (`\\0`)", "remove it")
     spec = c.mapping(raw, "", TOP_KEYS)
     if not isinstance(spec["slug"], str) or not SLUG_RE.match(spec["slug"]):
         c.fail("slug", f"slug {spec['slug']!r} is missing or not valid",
                "use 2-80 lower-case letters, digits and dashes, e.g. `face-naturalness-2026`")
     spec["title"] = c.text(spec["title"], "title", required=True)
+    if len(spec["title"]) > TITLE_MAX:
+        c.fail("title", f"the title is {len(spec['title'])} characters long", f"shorten it to {TITLE_MAX} characters at most")
     c.text(spec["description"], "description")
 
     stim = c.mapping(spec["stimuli"], "stimuli", STIMULI_KEYS)
@@ -458,6 +530,8 @@ def parse_spec(text: str) -> dict:
     mturk = c.mapping(rec["mturk"], "recruitment.mturk", MTURK_KEYS)
     if mturk["title"] is None:
         mturk["title"] = spec["title"] if isinstance(spec["title"], str) else ""
+    for key in ("title", "description", "keywords"):
+        c.text(mturk[key], f"recruitment.mturk.{key}")
     mturk["min_approval_rate"] = c.number(mturk["min_approval_rate"], "recruitment.mturk.min_approval_rate", 0, 100, integer=True)
     mturk["min_approved_hits"] = c.number(mturk["min_approved_hits"], "recruitment.mturk.min_approved_hits", 0, 10**7, integer=True)
     mturk["assignment_duration_minutes"] = c.number(mturk["assignment_duration_minutes"], "recruitment.mturk.assignment_duration_minutes", 1, 10080)

@@ -13,13 +13,15 @@ from django.views.decorators.http import require_GET
 
 from .. import selectors
 from ..models import Stimulus
-from .participant import SESSION_KEY
+from .participant import SESSION_KEY, is_token
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
 
 
 def _entitled_stimulus(request, token: str):
+    if not is_token(token):
+        return None
     stimulus = selectors.stimulus_for_sessions(list(request.session.get(SESSION_KEY, {}).values()), token)
     if stimulus is None and request.user.is_authenticated and request.user.is_staff:
         stimulus = Stimulus.objects.filter(token=token).first()  # researchers previewing in the admin

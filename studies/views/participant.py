@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from urllib.parse import urlencode
 
 from django.http import Http404, HttpResponseRedirect, JsonResponse
@@ -18,6 +19,19 @@ from ..models import Participant, Study
 
 SESSION_KEY = "participant_sessions"  # {study public token: participant public id}
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+# Every opaque token a participant sends (study, trial, video) is secrets.token_urlsafe (models.new_public_token).
+# Anything else is "not found" before it reaches a query: a NUL byte, say, would fail inside PostgreSQL.
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_token(value) -> bool:
+    return isinstance(value, str) and TOKEN_RE.fullmatch(value) is not None
+
+
+def _study_or_404(field: str, token: str) -> Study:
+    if not is_token(token):
+        raise Http404("not a token")
+    return get_object_or_404(Study, **{field: token})
 
 
 def _message(request, title: str, text: str, status=200, **extra):
@@ -63,7 +77,11 @@ def _recruiting_source(request, study: Study):
 @never_cache
 @require_GET
 def entry(request, study_token: str):
-    study = get_object_or_404(Study, public_token=study_token)
+    study = _study_or_404("public_token", study_token)
+    if any("\x00" in key + value for key, values in request.GET.lists() for value in values):
+        # the recruiting service's ids are stored as given, and no database column takes a NUL byte
+        return _message(request, "Link not valid", "This link is not valid. Please check the link you were given.",
+                        status=400)
     if request.GET.get("assignmentId") == MTURK_PREVIEW:
         spec = study.current_version.spec
         return render(request, "studies/participant/mturk_preview.html", {"study": study, "spec": spec})
@@ -90,7 +108,7 @@ def entry(request, study_token: str):
 @never_cache
 @require_GET
 def lab_entry(request, lab_token: str):
-    study = get_object_or_404(Study, lab_token=lab_token)
+    study = _study_or_404("lab_token", lab_token)
     seat = request.GET.get("id", "").strip() or None  # an optional participant code typed by the experimenter
     try:
         participant, _ = services.participant_start(
@@ -215,12 +233,19 @@ def participant_api(view):
     return wrapper
 
 
+def _trial_token(body: dict) -> str:
+    trial = body.get("trial")
+    if not is_token(trial):
+        raise services.NotFound("That trial is not part of your session.")
+    return trial
+
+
 @participant_api
 def watch(request, participant, body):
     slot = body.get("slot")
     if isinstance(slot, bool) or not isinstance(slot, int):
         raise services.ServiceError("slot must be a whole number.")
-    ended = services.watch_record(participant=participant, trial_public_id=str(body.get("trial", "")),
+    ended = services.watch_record(participant=participant, trial_public_id=_trial_token(body),
                                   slot=slot, report=body)
     return {"ended": ended}, 200
 
@@ -229,7 +254,7 @@ def watch(request, participant, body):
 def answer(request, participant, body):
     _, created = services.trial_answer(
         participant=participant,
-        trial_public_id=str(body.get("trial", "")),
+        trial_public_id=_trial_token(body),
         submission_id=str(body.get("submission_id", "")),
         answers=body.get("answers"),
         answer_ms=body.get("answer_ms"),
