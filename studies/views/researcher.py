@@ -36,8 +36,9 @@ class RoleTooLow(Exception):
     """The researcher is on the study but their role does not allow this (answered with a 403 page)."""
 
 
-def _study_for(request, slug, action: str = "view") -> Study:
-    """The study, if this researcher may do `action` on it. Not on it at all: 404 (its existence is not told)."""
+def _study_and_role(request, slug, action: str = "view") -> tuple[Study, str]:
+    """The study and the researcher's role on it, if that role allows `action`. Not on the study at all: 404
+    (its existence is not told)."""
     study = get_object_or_404(Study, slug=slug)
     role = selectors.study_role(request.user, study)
     if role is None:
@@ -45,7 +46,11 @@ def _study_for(request, slug, action: str = "view") -> Study:
     if not selectors.role_allows(role, action):
         raise RoleTooLow(f"Your role on {study.slug} is {role}; this needs {selectors.ACTION_ROLE[action]} or "
                          f"higher. Ask the study's owner to change your role (manage.py share_study).")
-    return study
+    return study, role
+
+
+def _study_for(request, slug, action: str = "view") -> Study:
+    return _study_and_role(request, slug, action)[0]
 
 
 def study_page(view):
@@ -67,8 +72,7 @@ def study_list(request):
 
 @study_page
 def study_dashboard(request, slug):
-    study = _study_for(request, slug)
-    role = selectors.study_role(request.user, study)
+    study, role = _study_and_role(request, slug)
     can = {action: selectors.role_allows(role, action) for action in selectors.ACTION_ROLE}
     base = settings.PUBLIC_BASE_URL
     links = {

@@ -70,9 +70,8 @@ def test_the_dashboard_shows_only_the_controls_of_ones_role(researcher, demo_stu
     assert "your role: viewer" in text and "mode=pilot" not in text
     assert reverse("study_export", args=[demo_study.slug]) not in text
     assert reverse("study_status", args=[demo_study.slug]) not in text
-    StudyMember.objects.filter(user=researcher).update(role="manager")
-    text = Client(); text.force_login(researcher)
-    page = text.get(reverse("study_dashboard", args=[demo_study.slug])).content.decode()
+    manager = _as(researcher, demo_study, "manager")
+    page = manager.get(reverse("study_dashboard", args=[demo_study.slug])).content.decode()
     assert "mode=pilot" in page and reverse("study_status", args=[demo_study.slug]) in page
 
 
@@ -118,7 +117,9 @@ def test_admin_shows_a_collaborator_only_the_rows_their_role_allows(researcher, 
     driver.start()
     driver.complete()
     client = _as(_staff(researcher), demo_study, None)
-    changelist = lambda name: client.get(reverse(f"admin:studies_{name}_changelist")).context["cl"].result_count  # noqa: E731
+
+    def changelist(name):
+        return client.get(reverse(f"admin:studies_{name}_changelist")).context["cl"].result_count
     assert changelist("study") == 0 and changelist("participant") == 0 and changelist("response") == 0
     StudyMember.objects.create(study=demo_study, user=researcher, role="viewer")
     assert changelist("study") == 1 and changelist("participant") == 0 and changelist("response") == 0
