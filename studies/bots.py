@@ -75,6 +75,15 @@ class StudyTarget:
     study_token: str
     key: str  # services.pilot_key(study): lets the entry URL declare the session a bot
     known_answers: dict = field(default_factory=dict)
+    perceived: dict = field(default_factory=dict)  # stimulus token -> how natural it looks to a bot, 0..1
+
+
+# What a simulated viewer sees in a clip, by the kind of condition behind it: recorded motion looks most
+# natural, a model's less, someone else's motion (random alignment) less still, a still face least. Bots
+# rate by this with their own bias and noise, so a demo's report has differences to find; the page and
+# the video never tell them (the harness does, from the database, as a person's eyes would).
+PERCEIVED_BY_KIND = {"ground_truth": 0.96, "uploaded": 0.7, "model": 0.62, "time_shift": 0.5,
+                     "random_alignment": 0.42, "still": 0.15}
 
 
 def study_target(study, base_url: str) -> StudyTarget:
@@ -94,7 +103,11 @@ def study_target(study, base_url: str) -> StudyTarget:
             expected_answer__isnull=False,
         ).values_list("token", "expected_answer")
     )
-    return StudyTarget(base_url.rstrip("/"), study.public_token, services.pilot_key(study), known)
+    shown = Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"],
+                                    condition__name__in=list(spec["stimuli"]["conditions"]))
+    perceived = {token: PERCEIVED_BY_KIND[kind] for token, kind in shown.values_list("token", "condition__kind")
+                 if kind in PERCEIVED_BY_KIND}
+    return StudyTarget(base_url.rstrip("/"), study.public_token, services.pilot_key(study), known, perceived)
 
 
 # -------------------------------------------------------------------------------------------- records
@@ -476,7 +489,15 @@ class Bot:
                 return expected["value"]
         return None
 
-    def _likert(self, points: int, check_value) -> int:
+    def _seen(self, video: Video | None) -> float | None:
+        """How natural this bot finds a clip (its own bias and this viewing's noise added), or None when the
+        harness does not know the clip."""
+        base = self.target.perceived.get(video.token) if video is not None else None
+        if base is None:
+            return None
+        return max(0.0, min(1.0, base + (self._taste - 0.525) * 0.3 + self.rng.gauss(0, 0.1)))
+
+    def _likert(self, points: int, check_value, seen: float | None = None) -> int:
         b = self.behaviour
         if check_value is not None and b.heeds_checks:
             return int(check_value)
@@ -489,14 +510,14 @@ class Bot:
             return value
         if b.ratings == "random":
             return self.rng.randint(1, points)
-        value = round(1 + (points - 1) * (self._taste + self.rng.gauss(0, 0.2)))
-        value = max(1, min(points, value))
+        level = seen if seen is not None else self._taste + self.rng.gauss(0, 0.2)
+        value = max(1, min(points, round(1 + (points - 1) * level)))
         if len(self._recent) >= 3 and all(v == value for v in self._recent[-3:]):
             value = value - 1 if value > 1 else value + 1  # a person does not give one value to everything
         self._recent.append(value)
         return value
 
-    def _slider(self, check_value) -> int:
+    def _slider(self, check_value, video: Video | None = None) -> int:
         b = self.behaviour
         if check_value is not None and b.heeds_checks:
             return 0
@@ -504,11 +525,26 @@ class Bot:
             return 50
         if b.ratings == "random":
             return self.rng.randint(0, 100)
-        return max(0, min(100, round(100 * (self._taste + self.rng.gauss(0, 0.18)))))
+        base = self.target.perceived.get(video.token) if video is not None else None
+        if base is not None and base >= 0.95:  # MUSHRA: the one indistinguishable from the real thing gets ~100
+            return self.rng.randint(92, 100)
+        seen = self._seen(video)
+        level = seen if seen is not None else self._taste + self.rng.gauss(0, 0.18)
+        return max(0, min(100, round(100 * level)))
 
-    def _pairwise(self, options: list[str]) -> dict:
+    def _pairwise(self, options: list[str], videos: list[Video] = ()) -> dict:
+        seen = [self._seen(v) for v in videos[:2]]
         if self.behaviour.ratings == "straight":
             value = options[0]
+        elif self.behaviour.ratings == "varied" and len(seen) == 2 and None not in seen:
+            diff = seen[0] - seen[1]  # A looks better when positive; close calls are ties when allowed
+            if abs(diff) < 0.08 and "tie" in options:
+                value = "tie"
+            else:
+                side = "A" if diff > 0 else "B"
+                strongest = [o for o in options if o.partition(":")[0] == side]
+                level = min(len(strongest) - 1, int(abs(diff) * 2 * len(strongest))) if strongest else 0
+                value = sorted(strongest, key=lambda o: int(o.partition(":")[2] or 0))[level] if strongest else side
         else:
             weights = [0.4 if o == "tie" else 1.0 for o in options]
             value = self.rng.choices(options, weights)[0]
@@ -521,16 +557,20 @@ class Bot:
     def _answers(self, page: Page) -> list[dict]:
         qtype = page.trial.get("data-qtype")
         check_value = self._check_value(page)
+        videos = sorted(page.videos, key=lambda v: v.slot)
+        by_slot = {v.slot: v for v in videos}
         if qtype == "likert":
             out = []
             for item, values in page.choices.items():
                 points = max(int(v) for v in values)
-                out.append({"item": item, "slot": 0, "value": self._likert(points, check_value)})
+                seen = self._seen(videos[0] if videos else None)
+                out.append({"item": item, "slot": 0, "value": self._likert(points, check_value, seen)})
             return out
         if qtype == "slider":
-            return [{"item": item, "slot": slot, "value": self._slider(check_value)} for item, slot in page.sliders]
+            return [{"item": item, "slot": slot, "value": self._slider(check_value, by_slot.get(slot))}
+                    for item, slot in page.sliders]
         if qtype == "pairwise":
-            return [{"item": item, "slot": 0, **self._pairwise(values)} for item, values in page.choices.items()]
+            return [{"item": item, "slot": 0, **self._pairwise(values, videos)} for item, values in page.choices.items()]
         raise BotError(f"unknown question type {qtype!r}")
 
 

@@ -1,8 +1,8 @@
-"""The demo corpus and study: synthetic speech (espeak-ng) with placeholder clips for the conditions
-ground truth, random alignment and still, plus attention-check and audio/video-check clips.
+"""A small placeholder corpus and study (synthetic speech from espeak-ng on a drawn face, clips in seconds, no
+renderer or model) that the tests build on, and the audio/video-check clip every demo corpus needs.
 
-Placeholder clips stand in until the avatar renderer lands; the researcher's dashboard says so. Every step
-is idempotent, so a second `manage.py demo` finds everything made and goes straight to serving.
+`manage.py demo` itself runs the whole loop with rendered stimuli and trained models (studies/demo_pipeline.py).
+Every step here is idempotent: a second call finds everything made.
 """
 from __future__ import annotations
 
@@ -88,22 +88,42 @@ def demo_corpus_build(*, quick: bool = False, progress=None) -> Corpus:
                       "metadata": {"role": "attention_check", "expected_answer": {"value": 1}}},
         )
         jobs.append((utt, conditions["attention-check"], ATTENTION_CAPTION))
-    digits = "".join(str(rng.randrange(1, 10)) for _ in range(3))
-    av_text = "Please type these three numbers: " + ", ".join(DIGIT_WORDS[int(d)] for d in digits) + "."
-    rel = f"corpora/{corpus_name}/avcheck.wav"
-    duration = _speak_once(rel, av_text, "en-us")
-    utt, _ = Utterance.objects.get_or_create(
-        corpus=corpus, name="avcheck",
-        defaults={"speaker": "spk-a", "transcript": av_text, "audio_path": rel, "duration_s": duration,
-                  "metadata": {"role": "av_check", "expected_answer": {"digits": digits}}},
-    )
-    jobs.append((utt, conditions["av-check"], "Listen, then type the three numbers you hear"))
+    jobs.append(_av_check_utterance(corpus, rng) + (AV_CHECK_CAPTION,))
     for n, (utt, cond, caption) in enumerate(jobs, start=1):
         # Run in this process through Celery's task machinery (eagerly): the demo needs no worker for it.
         tasks.render_placeholder_stimulus.apply(args=(utt.pk, cond.pk, "avatar", 1000 + utt.pk, caption), throw=True)
         if progress:
             progress(n, len(jobs))
     return corpus
+
+
+AV_CHECK_CAPTION = "Listen, then type the three numbers you hear"
+
+
+def _av_check_utterance(corpus: Corpus, rng: random.Random) -> tuple[Utterance, Condition]:
+    """The corpus's audio/video-check utterance: three spoken digits (made once)."""
+    condition, _ = Condition.objects.get_or_create(
+        name="av-check", defaults={"kind": Condition.Kind.AV_CHECK, "description": CONDITIONS[-1][2]})
+    digits = "".join(str(rng.randrange(1, 10)) for _ in range(3))
+    av_text = "Please type these three numbers: " + ", ".join(DIGIT_WORDS[int(d)] for d in digits) + "."
+    rel = f"corpora/{corpus.name}/avcheck.wav"
+    duration = _speak_once(rel, av_text, "en-us")
+    utt, _ = Utterance.objects.get_or_create(
+        corpus=corpus, name="avcheck",
+        defaults={"speaker": "spk-a", "transcript": av_text, "audio_path": rel, "duration_s": duration,
+                  "metadata": {"role": "av_check", "expected_answer": {"digits": digits}}},
+    )
+    return utt, condition
+
+
+def av_check_ensure(corpus: Corpus) -> None:
+    """Give a corpus an audio/video-check clip (spoken digits on the placeholder face) if it has none."""
+    from . import tasks
+
+    utt, condition = _av_check_utterance(corpus, random.Random(2026))
+    if not utt.stimuli.filter(condition=condition).exists():
+        tasks.render_placeholder_stimulus.apply(args=(utt.pk, condition.pk, "avatar", 1000 + utt.pk, AV_CHECK_CAPTION),
+                                                throw=True)
 
 
 def demo_corpus_name(quick: bool) -> str:

@@ -8,6 +8,8 @@ A participant belongs to one counterbalancing *cell*. For each `trials` page:
 - slider (MUSHRA style): one trial per utterance with every treatment side by side; screen positions are
   rotated by (r + i) mod k, so each treatment takes each position equally often;
 - pairwise: a Latin square over utterance x pair, with the left/right order flipped in half the cells.
+A page may narrow the treatments to some of the study's conditions and embodiments (its own `conditions`
+and `embodiments`), e.g. a pairwise page over three conditions of a six-condition study.
 Trial order within a page is shuffled with the participant's seed; attention checks are put at seeded
 positions (never first). The study's cell count is the least common multiple of its pages' cell counts.
 """
@@ -18,7 +20,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from .spec import treatments
+from .spec import page_treatments
 
 Treatment = tuple[str, str]  # (condition, embodiment)
 
@@ -43,17 +45,15 @@ class PlannedTrial:
     slots: list[PlannedSlot] = field(default_factory=list)
 
 
-def pairs_of(spec: dict) -> list[tuple[Treatment, Treatment]]:
-    return list(itertools.combinations(treatments(spec), 2))
+def pairs_of(spec: dict, page: dict) -> list[tuple[Treatment, Treatment]]:
+    return list(itertools.combinations(page_treatments(spec, page), 2))
 
 
 def page_cells(spec: dict, page: dict) -> int:
     qtype = spec["questions"][page["question"]]["type"]
-    if qtype == "likert":
-        return len(treatments(spec))
-    if qtype == "slider":
-        return len(treatments(spec))
-    return 2 * len(pairs_of(spec))
+    if qtype in ("likert", "slider"):
+        return len(page_treatments(spec, page))
+    return 2 * len(pairs_of(spec, page))
 
 
 def cell_count(spec: dict) -> int:
@@ -64,10 +64,10 @@ def cell_count(spec: dict) -> int:
 def check_balance(spec: dict, n_utterances: int) -> list[str]:
     """Problems that make a balanced design impossible with this many utterances (empty when fine)."""
     problems = []
-    k = len(treatments(spec))
     for i, page in enumerate(spec["pages"]):
         if page["type"] != "trials":
             continue
+        k = len(page_treatments(spec, page))
         qtype = spec["questions"][page["question"]]["type"]
         if qtype == "likert" and n_utterances % k:
             problems.append(
@@ -76,7 +76,7 @@ def check_balance(spec: dict, n_utterances: int) -> list[str]:
                 f"utterances under stimuli.utterances"
             )
         if qtype == "pairwise":
-            p = len(pairs_of(spec))
+            p = len(pairs_of(spec, page))
             if n_utterances % p:
                 problems.append(
                     f"pages[{i}]: a pairwise page needs the number of utterances ({n_utterances}) to be a "
@@ -115,11 +115,11 @@ def plan_trials(
     attention_stimuli: (utterance, condition, embodiment) of clips with a known answer (attention checks).
     """
     rng = random.Random(seed)
-    k_treat = treatments(spec)
     plan: list[PlannedTrial] = []
     for page_index, page in enumerate(spec["pages"]):
         if page["type"] == "training":
             question = spec["questions"][page["question"]]
+            k_treat = page_treatments(spec, page)
             pool = training_utterances or utterances
             for _ in range(page["count"]):
                 utt = rng.choice(pool)
@@ -129,7 +129,7 @@ def plan_trials(
                     chosen = list(k_treat)
                     rng.shuffle(chosen)
                 else:
-                    chosen = list(rng.choice(pairs_of(spec)))
+                    chosen = list(rng.choice(pairs_of(spec, page)))
                 slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in chosen]
                 plan.append(PlannedTrial(page_index, "training", page["question"], slots))
         elif page["type"] == "trials":
@@ -139,7 +139,7 @@ def plan_trials(
 
 def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng) -> list[PlannedTrial]:
     question = spec["questions"][page["question"]]
-    k_treat = treatments(spec)
+    k_treat = page_treatments(spec, page)
     k = len(k_treat)
     r = cell % page_cells(spec, page)
     trials: list[PlannedTrial] = []
@@ -154,7 +154,7 @@ def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng)
             slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in order]
             trials.append(PlannedTrial(page_index, "rated", page["question"], slots))
     else:
-        pairs = pairs_of(spec)
+        pairs = pairs_of(spec, page)
         n_pairs = len(pairs)
         flip_cell = r // n_pairs
         for i, utt in enumerate(utterances):
@@ -168,7 +168,9 @@ def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng)
     if n_checks:
         if not attention_stimuli:
             raise DesignError("the study asks for attention checks but the corpus has no attention-check clips")
-        pool = sorted(attention_stimuli)
+        embodiments = page.get("embodiments")
+        pool = sorted(a for a in attention_stimuli if embodiments is None or a[2] in embodiments) \
+            or sorted(attention_stimuli)
         rng.shuffle(pool)
         for j in range(n_checks):
             utt, cond, emb = pool[j % len(pool)]  # distinct clips while there are enough

@@ -139,8 +139,9 @@ def build_report(study: Study, out_dir: Path, *, options: dict | None = None, in
 
 # -- reports made from the dashboard -------------------------------------------------------------------------
 
-def report_request(*, study: Study, user=None, options: dict | None = None) -> StudyReport:
-    """Record a report to make and queue it on the workers (after the transaction commits)."""
+def report_request(*, study: Study, user=None, options: dict | None = None, queue: bool = True) -> StudyReport:
+    """Record a report to make and queue it on the workers (after the transaction commits); with
+    `queue=False` the caller makes it itself (`report_run`), as `manage.py demo` does."""
     from .tasks import report_study
 
     options = {k: v for k, v in (options or {}).items() if v not in (None, "")}
@@ -149,7 +150,8 @@ def report_request(*, study: Study, user=None, options: dict | None = None) -> S
         raise ReportError(f"unknown report option(s) {', '.join(sorted(unknown))}")
     report = StudyReport.objects.create(study=study, options=options, created_by=user,
                                         progress={"stage": "queued", "fraction": 0.0})
-    transaction.on_commit(lambda: report_study.delay(report.pk))
+    if queue:
+        transaction.on_commit(lambda: report_study.delay(report.pk))
     return report
 
 

@@ -364,9 +364,10 @@ def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
     elif ptype == "av_check":
         allowed |= {"text": "Play the clip and type the digits you hear.", "max_attempts": 2}
     elif ptype == "training":
-        allowed |= {"question": None, "count": 1, "text": "A practice trial. Its answer is not used."}
+        allowed |= {"question": None, "count": 1, "text": "A practice trial. Its answer is not used.",
+                    "conditions": None, "embodiments": None}
     elif ptype == "trials":
-        allowed |= {"question": None, "attention_checks": 1, "text": None}
+        allowed |= {"question": None, "attention_checks": 1, "text": None, "conditions": None, "embodiments": None}
     elif ptype == "demographics":
         allowed |= {"fields": ["age", "gender", "native_language"], "required": False}
     elif ptype == "completion":
@@ -381,6 +382,9 @@ def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
         if not isinstance(page["question"], str) or page["question"] not in questions:
             c.fail(f"{path}.question", f"question {page['question']!r} is not defined",
                    f"define it under `questions:` or use one of {', '.join(questions) or '(none defined)'}")
+        for key in ("conditions", "embodiments"):  # a subset of the study's, checked against them later
+            if page[key] is not None:
+                page[key] = c.string_list(page[key], f"{path}.{key}", min_len=1)
     if ptype == "training":
         page["count"] = c.number(page["count"], f"{path}.count", 1, 20, integer=True)
     if ptype == "trials":
@@ -513,6 +517,8 @@ def parse_spec(text: str) -> dict:
             c.fail("pages", "the last page must be the one `completion` page", "end the list with `- type: completion`")
         if "consent" in types and types[0] != "consent":
             c.fail("pages[0]", "consent must be the first page", "move the consent page to the top")
+        for i, page in enumerate(pages):
+            _check_page_subset(c, i, page, stim, questions)
     spec["pages"] = pages
 
     quality = c.mapping(spec["quality"], "quality", QUALITY_KEYS)
@@ -547,9 +553,45 @@ def parse_spec(text: str) -> dict:
     return spec
 
 
+def _check_page_subset(c: _Checker, i: int, page: dict, stim: dict, questions: dict) -> None:
+    """A trials or training page's own `conditions` / `embodiments` must be some of the study's."""
+    path = f"pages[{i}]"
+    for key, listed in (("conditions", stim["conditions"]), ("embodiments", stim["embodiments"])):
+        chosen = page.get(key)
+        if not isinstance(chosen, list) or not isinstance(listed, list):
+            continue
+        unknown = [x for x in chosen if x not in listed]
+        if unknown:
+            c.fail(f"{path}.{key}", f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not "
+                   f"among the study's {key}", f"use some of {', '.join(map(str, listed))}, or leave `{key}` out "
+                   "to use them all")
+        elif len(set(chosen)) != len(chosen):
+            c.fail(f"{path}.{key}", f"a name is listed twice in {chosen}", "list each once")
+    question = questions.get(page.get("question")) if isinstance(page.get("question"), str) else None
+    if question is None or c.problems:
+        return
+    cells = page_treatments({"stimuli": stim}, page)
+    if question["type"] == "pairwise" and len(cells) < 2:
+        c.fail(path, "this page's pairwise question has fewer than two condition x embodiment treatments to pair",
+               "list at least two conditions (or embodiments) for this page")
+    if question["type"] == "slider" and page.get("conditions") is not None:
+        for role in ("reference", "hidden_reference", "anchor"):
+            if isinstance(question.get(role), str) and question[role] not in page["conditions"]:
+                c.fail(f"{path}.conditions", f"the question's {role} `{question[role]}` is not among this page's "
+                       "conditions", f"add `{question[role]}` to the page's conditions")
+
+
 def treatments(spec: dict) -> list[tuple[str, str]]:
     """The study's factor levels: condition x embodiment, in a stable order."""
     return [(cond, emb) for emb in spec["stimuli"]["embodiments"] for cond in spec["stimuli"]["conditions"]]
+
+
+def page_treatments(spec: dict, page: dict) -> list[tuple[str, str]]:
+    """The treatments a trials or training page shows: the study's, narrowed by the page's own `conditions`
+    and `embodiments` when it lists them (in the study's order)."""
+    conditions, embodiments = page.get("conditions"), page.get("embodiments")
+    return [(cond, emb) for cond, emb in treatments(spec)
+            if (conditions is None or cond in conditions) and (embodiments is None or emb in embodiments)]
 
 
 def reference() -> str:
@@ -580,8 +622,9 @@ def reference() -> str:
     out.append("  - {type: consent, text: <default consent text>, agree_label: I agree to take part}")
     out.append("  - {type: instructions, text: <default instructions>}")
     out.append("  - {type: av_check, text: Play the clip and type the digits you hear., max_attempts: 2}")
-    out.append("  - {type: training, question: required, count: 1}")
-    out.append("  - {type: trials, question: required, attention_checks: 1, text: null}")
+    out.append("  - {type: training, question: required, count: 1, conditions: null, embodiments: null}")
+    out.append("  - {type: trials, question: required, attention_checks: 1, text: null, conditions: null,"
+               " embodiments: null}  # conditions/embodiments: a subset of the study's (null = all)")
     out.append(f"  - {{type: demographics, fields: [age, gender, native_language], required: false}}  # fields from {', '.join(DEMOGRAPHIC_FIELDS)}")
     out.append("  - {type: completion, text: Thank you! Your answers have been saved.}")
     block("quality", QUALITY_KEYS)

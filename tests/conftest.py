@@ -11,6 +11,15 @@ from django.conf import settings
 from django.urls import reverse
 
 
+# Hypothesis tests run a share of their examples in the suite (FUZZ_SCALE, default 0.4) so it stays quick;
+# `FUZZ_SCALE=3 pytest tests/studies/test_fuzz_*.py` searches deeper. Derandomised: the same examples each run.
+FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE", "0.4"))
+
+
+def fuzz_examples(n: int) -> int:
+    return max(10, round(n * FUZZ_SCALE))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _media_root(tmp_path_factory):
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")

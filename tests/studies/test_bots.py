@@ -113,3 +113,35 @@ def test_run_bots_refuses_what_it_cannot_run(demo_study):
     services.study_set_status(study=demo_study, status="draft")
     with pytest.raises(CommandError, match="not live"):
         call_command("run_bots", demo_study.slug, n=1, base_url="http://127.0.0.1:9")
+
+
+def test_run_bots_mix_names_what_is_wrong(demo_study):
+    for bad in ("attentive=2,lazy=1", "attentive", "attentive=two", "careless=0"):
+        with pytest.raises(CommandError, match="--mix|at least 1"):
+            call_command("run_bots", demo_study.slug, mix=bad, base_url="http://127.0.0.1:9")
+    assert not Participant.objects.filter(study=demo_study).exists()
+
+
+def test_attentive_bots_rate_by_what_they_see_and_careless_ones_do_not():
+    """Perceived naturalness (from the condition's kind, via the harness) drives attentive bots' answers:
+    recorded above a model above a still face on Likert, the hidden reference near 100 on MUSHRA sliders,
+    the better clip of a pair chosen; a careless bot's answers do not follow it."""
+    from collections import Counter
+    from statistics import mean
+
+    target = bots.StudyTarget("http://x", "t", "k", perceived={"gt": 0.96, "model": 0.62, "still": 0.15})
+    video = {name: bots.Video(src=f"/v/{name}.mp4", token=name, slot=0, duration=1.0) for name in ("gt", "model", "still")}
+    likert = {name: [] for name in video}
+    picks = Counter()
+    for i in range(40):
+        bot = bots.Bot(target, bot_id=f"b{i}", behaviour=bots.ATTENTIVE)
+        for name in video:
+            likert[name].append(bot._likert(7, None, bot._seen(video[name])))
+        assert bot._slider(None, video["gt"]) >= 92
+        assert bot._slider(None, video["still"]) < 60
+        pair = [bots.Video("/a", "model", 0, 1.0), bots.Video("/b", "still", 1, 1.0)]
+        picks[bot._pairwise(["A", "tie", "B"], pair)["choice"]] += 1
+    assert mean(likert["gt"]) > mean(likert["model"]) + 1 > mean(likert["still"]) + 2
+    assert picks["A"] >= 38  # a model's motion against a still face: nearly always the model
+    careless = bots.Bot(target, bot_id="c", behaviour=bots.CARELESS)
+    assert len({careless._likert(7, None, careless._seen(video[name])) for name in video for _ in range(5)}) <= 2

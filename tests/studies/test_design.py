@@ -111,3 +111,72 @@ def test_balance_problems_explain_the_fix():
     assert any("multiple of the 6" in p for p in problems)
     assert any("15 pairs" in p for p in problems)
     assert check_balance(spec, 30) == []
+
+
+SUBSET_SPEC = """\
+slug: subsets
+title: Subsets
+stimuli:
+  corpus: c
+  conditions: [gt, rnd, sep, joint, still]
+  embodiments: [avatar, robot_sim]
+questions:
+  nat: {type: likert, prompt: "Natural?"}
+  pair: {type: pairwise, prompt: "Which?"}
+  mush: {type: slider, prompt: Rate, hidden_reference: gt, anchor: still}
+pages:
+  - {type: trials, question: nat, attention_checks: 1}
+  - {type: trials, question: mush, attention_checks: 0, embodiments: [avatar]}
+  - {type: trials, question: pair, attention_checks: 0, conditions: [gt, sep, joint], embodiments: [robot_sim]}
+  - {type: completion}
+"""
+
+
+def test_a_page_may_show_a_subset_of_the_treatments_and_stays_balanced():
+    spec = parse_spec(SUBSET_SPEC)
+    # likert over all 10 treatments; slider over the 5 avatar ones; pairwise over C(3,2)=3 robot pairs, x2 sides
+    assert cell_count(spec) == 30
+    utts = [f"u{i:02d}" for i in range(30)]
+    pairs, positions = Counter(), Counter()
+    for cell in range(30):
+        plan = plan_trials(spec, utterances=utts, training_utterances=[], cell=cell, seed=cell,
+                           attention_stimuli=[("att", "attention-check", "robot_sim"),
+                                              ("att", "attention-check", "avatar")])
+        for t in plan:
+            if t.page_index == 1:
+                assert [s.embodiment for s in t.slots] == ["avatar"] * 5
+                assert {s.condition: s.role for s in t.slots}["gt"] == "hidden_reference"
+                for pos, s in enumerate(t.slots):
+                    positions[(s.condition, pos)] += 1
+            if t.page_index == 2:
+                assert {s.embodiment for s in t.slots} == {"robot_sim"}
+                pairs[tuple(s.condition for s in t.slots)] += 1
+    assert len(positions) == 25 and len(set(positions.values())) == 1
+    # 3 pairs, each shown in both orders equally often
+    assert set(pairs) == {("gt", "sep"), ("sep", "gt"), ("gt", "joint"), ("joint", "gt"), ("sep", "joint"),
+                          ("joint", "sep")}
+    assert len(set(pairs.values())) == 1
+    assert check_balance(spec, 30) == []
+    problems = check_balance(spec, 20)  # 20 is a multiple of 10 (likert) but not of the 3 pairs
+    assert len(problems) == 1 and "3 pairs" in problems[0]
+
+
+def test_a_pages_subset_must_name_the_studys_own_conditions():
+    import pytest
+
+    from studies.spec import SpecError
+
+    bad = SUBSET_SPEC.replace("conditions: [gt, sep, joint]", "conditions: [gt, glow]")
+    with pytest.raises(SpecError) as err:
+        parse_spec(bad)
+    assert "pages[2].conditions" in str(err.value) and "'glow'" in str(err.value)
+    one = SUBSET_SPEC.replace("conditions: [gt, sep, joint], embodiments: [robot_sim]",
+                              "conditions: [gt], embodiments: [robot_sim]")
+    with pytest.raises(SpecError) as err:
+        parse_spec(one)
+    assert "fewer than two" in str(err.value)
+    no_ref = SUBSET_SPEC.replace("question: mush, attention_checks: 0, embodiments: [avatar]",
+                                 "question: mush, attention_checks: 0, conditions: [rnd, sep, still]")
+    with pytest.raises(SpecError) as err:
+        parse_spec(no_ref)
+    assert "hidden_reference `gt`" in str(err.value)

@@ -30,10 +30,10 @@ from studies import selectors, services
 from studies.models import Participant, Response, Stimulus, Trial, TrialStimulus, WatchRecord
 from studies.spec import DEMOGRAPHIC_FIELDS
 from studies.views.participant import MTURK_PREVIEW, SESSION_KEY
-from tests.conftest import ParticipantDriver
+from tests.conftest import ParticipantDriver, fuzz_examples
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=fuzz_examples(60),
     deadline=None,
     derandomize=True,
     database=None,
@@ -274,7 +274,7 @@ AGES = (st.sampled_from(["²", "3²", "①", "٣٤", "３４", " 34 ", "1e2", "-
         | st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=3) | st.integers(-5, 200).map(str) | TEXT)
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=fuzz_examples(40))
 @given(answers=st.fixed_dictionaries({"age": AGES}, optional={name: TEXT for name in DEMOGRAPHIC_FIELDS[1:]}))
 def test_any_demographics_answers(at_consent, answers):
     """The one form with free text: whatever is typed is stored cleaned, or refused with nothing changed."""
@@ -343,7 +343,7 @@ def _watch_once(driver, trial, others_trial, data):
         assert r.json()["ended"] == record.ended
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=fuzz_examples(40))
 @given(endpoint=st.sampled_from(["watch", "answer"]), token=TEXT | st.text(alphabet="\x00-_aZ09", max_size=30),
        others=st.booleans())
 def test_any_trial_token_but_the_participants_own_is_not_found(at_trial, endpoint, token, others):

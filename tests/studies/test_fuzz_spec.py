@@ -30,9 +30,10 @@ from studies import services
 from studies.demo import demo_spec_text
 from studies.models import Condition, Corpus, Stimulus, Study, StudyVersion, Utterance
 from studies.spec import TITLE_MAX, TOP_KEYS, SpecError, SpecProblem, parse_spec
+from tests.conftest import fuzz_examples
 
 FUZZ = settings(
-    max_examples=100,
+    max_examples=fuzz_examples(100),
     deadline=None,
     derandomize=True,
     database=None,
@@ -222,7 +223,7 @@ def test_arbitrary_yaml_documents_are_loaded_or_clearly_refused(db, text):
     load_or_refuse(text)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=fuzz_examples(150))
 @given(text=mutated_demo_specs())
 def test_mutated_demo_specs_are_loaded_or_clearly_refused(db, text):
     load_or_refuse(text)
@@ -321,7 +322,7 @@ def test_a_yaml_bomb_is_refused_at_once(db, where):
     assert any("alias" in p.message or "alias" in p.fix for p in info.value.problems)
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=fuzz_examples(40))
 @given(levels=st.integers(2, 12), width=st.integers(1, 12), where=st.sampled_from(["unknown key", "embodiments", "title"]))
 def test_anchor_and_alias_expansions_of_any_size_are_loaded_or_clearly_refused(db, levels, width, where):
     load_or_refuse(_billion_laughs(levels, width, where))

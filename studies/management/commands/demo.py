@@ -1,13 +1,17 @@
-"""`manage.py demo` — make the demo corpus, stimuli and study, then serve the site on 127.0.0.1.
+"""`manage.py demo` — the whole loop on a SYNTHETIC corpus, then serve the site on 127.0.0.1.
 
-Everything already made is reused, so a second run goes straight to serving. `--quick` makes a smaller
-study (used by the tests); `--no-serve` stops after preparing.
+Stages (studies/demo_pipeline.py): corpus, the seed papers' models trained at demo size, objective metrics,
+the study (ground truth, random alignment, separate, joint, Glow and still, on the avatar and the simulated
+robot; Likert per face region, a MUSHRA-style page, a pairwise page), rendering, attentive and careless bots,
+the significance report, the stimulus bundle. Everything already made is reused, so a second run goes
+straight to serving. `--quick` is the small version the tests run; `--no-serve` stops after preparing.
 """
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -15,11 +19,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
-from tqdm import tqdm
 
-from studies import services
-from studies.demo import demo_corpus_build, demo_spec_text
-from studies.spec import SpecError
+from studies.demo_pipeline import PLANS, DemoPipeline
+from studies.models import Study
 
 RESEARCHER = "researcher"
 
@@ -35,15 +37,17 @@ def researcher_password() -> str:
 
 
 class Command(BaseCommand):
-    help = "Prepare the demo study (corpus, placeholder stimuli, study) and serve it at http://127.0.0.1:8000."
+    help = ("Run the whole loop on a synthetic corpus (models, metrics, rendered stimuli, a study, bots, report, "
+            "bundle) and serve the site at http://127.0.0.1:8000; a second run reuses what is made.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--quick", action="store_true", help="a smaller study (3 utterances, short clips)")
+        parser.add_argument("--quick", action="store_true",
+                            help="a small version: 20 utterances, a few epochs, 96x96 clips, avatar only, 2 bots")
         parser.add_argument("--no-serve", action="store_true", help="prepare only; do not start the server")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--bots", type=int, default=0, help="run this many attentive bots first")
 
     def handle(self, *args, **opts):
+        started = time.perf_counter()
         Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0)
         password = researcher_password()
@@ -55,36 +59,31 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
 
-        bar = tqdm(total=1, desc="demo stimuli", unit="clip", disable=None)
-
-        def progress(done, total):
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+        plan = PLANS["quick" if opts["quick"] else "full"]
+        pipeline = DemoPipeline(plan, owner=user, say=lambda text: self.stdout.write(self.style.MIGRATE_HEADING(text)))
         try:
-            demo_corpus_build(quick=opts["quick"], progress=progress)
-        finally:
-            bar.close()
-        try:
-            version, _ = services.study_load(text=demo_spec_text(opts["quick"]), owner=user)
-        except SpecError as exc:
-            raise CommandError(f"the demo study does not load: {exc}") from None
-        study = version.study
-        if study.status != "live":
-            services.study_set_status(study=study, status="live")
-        if opts["bots"]:
-            call_command("run_bots", study.slug, n=opts["bots"], behaviour="attentive",
-                         base_url=f"http://127.0.0.1:{opts['port']}", serve=True)
-
+            result = pipeline.run()
+        except CommandError:
+            raise
+        except Exception as exc:  # a stage's own command already said what went wrong; add where it stopped
+            raise CommandError(f"the demo stopped: {type(exc).__name__}: {exc}") from exc
+        study = Study.objects.get(slug=result.study_slug)
         base = f"http://127.0.0.1:{opts['port']}"
+        made = [stage for stage in result.timings if stage not in result.skipped]
         lines = [
             "",
-            "Demo study ready: " + study.title,
+            f"Demo study ready: {study.title}  ({time.perf_counter() - started:.0f} s; "
+            + (f"made: {', '.join(made)}" if made else "everything was already made") + ")",
+            "  The corpus is SYNTHETIC (espeak-ng speech, motion made from it): the figures show the platform, "
+            "not how these models fare on people.",
             f"  participant link:  {base}{reverse('entry', args=[study.public_token])}",
-            f"  researcher page:   {base}{reverse('study_dashboard', args=[study.slug])}",
+            f"  dashboard:         {base}{reverse('study_dashboard', args=[study.slug])}",
+            f"  gallery:           {base}{reverse('study_gallery', args=[study.slug])}",
+            f"  report:            {base}{reverse('study_report_file', args=[study.slug, result.report_id, 'index.html'])}",
+            f"  trained models:    {base}{reverse('model_list')}",
+            f"  model metrics:     {pipeline.metrics_table()}",
+            f"  stimulus bundle:   {result.out_dir / 'stimuli.zip'}",
             f"  researcher login:  {RESEARCHER} / {password}",
-            "  stimuli: placeholder clips (ffmpeg + espeak-ng) until the avatar renderer lands",
             "",
         ]
         self.stdout.write("\n".join(lines))

@@ -1,5 +1,5 @@
-"""`manage.py run_bots SLUG --n N --behaviour attentive|careless|speeder` — simulated participants take a
-live study over real HTTP, page by page (studies/bots.py), then the database is read back: how many
+"""`manage.py run_bots SLUG --n N --behaviour attentive|careless|speeder` (or `--mix attentive=8,careless=3`
+for a crowd of several kinds at once) — simulated participants take a live study over real HTTP, page by page (studies/bots.py), then the database is read back: how many
 completed, which quality rules excluded them, and whether every acknowledged answer is stored exactly once.
 
 Without --base-url (or with --serve) a gunicorn server is started on a free 127.0.0.1 port against the
@@ -22,6 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--n", dest="n", type=int, default=1, help="how many bots (default 1)")
         parser.add_argument("--behaviour", dest="behaviour", choices=sorted(bots.BEHAVIOURS), default="attentive",
                             help="attentive, careless (straight-lines, ignores attention checks) or speeder")
+        parser.add_argument("--mix", default=None, metavar="KIND=N,...",
+                            help="several kinds at once instead of --n/--behaviour, e.g. attentive=8,careless=3")
         parser.add_argument("--base-url", dest="base_url", default=None,
                             help="a running server, e.g. http://127.0.0.1:8000 (default: start one)")
         parser.add_argument("--serve", dest="serve", action="store_true",
@@ -35,7 +37,10 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
 
     def handle(self, *args, **opts):
-        slug, n, behaviour = opts["slug"], opts["n"], opts["behaviour"]
+        slug = opts["slug"]
+        mix = _mix(opts["mix"]) if opts["mix"] else [(opts["behaviour"], opts["n"])]
+        n = sum(count for _, count in mix)
+        behaviour = ", ".join(f"{count} {kind}" for kind, count in mix) if opts["mix"] else opts["behaviour"]
         study = Study.objects.filter(slug=slug).first()
         if study is None:
             known = ", ".join(Study.objects.order_by("slug").values_list("slug", flat=True)[:10]) or "none yet"
@@ -43,8 +48,8 @@ class Command(BaseCommand):
         if study.status != Study.Status.LIVE:
             raise CommandError(f"study {slug!r} is {study.status}, not live; open it first "
                                f"(`manage.py load_study FILE --open` or the researcher page)")
-        if n < 1:
-            raise CommandError("--n must be at least 1")
+        if n < 1 or any(count < 1 for _, count in mix):
+            raise CommandError("--n must be at least 1" if not opts["mix"] else "each count in --mix must be at least 1")
         if not 0.0 <= opts["lose_responses"] <= 1.0:
             raise CommandError("--lose-responses is a probability between 0 and 1")
         concurrency = opts["concurrency"] or min(n, 50)
@@ -55,18 +60,20 @@ class Command(BaseCommand):
             server = bots.LocalServer(workers=opts["workers"], threads=opts["threads"])
             try:
                 with server:
-                    summary, bot_ids = self._run(study, server.base_url, n, behaviour, concurrency, opts)
+                    summary, bot_ids = self._run(study, server.base_url, mix, behaviour, concurrency, opts)
             except RuntimeError as exc:
                 raise CommandError(f"could not serve the site: {exc}") from None
             if server.exited_early is not None:
                 self.stderr.write(f"the server stopped during the run (exit status {server.exited_early})")
         else:
-            summary, bot_ids = self._run(study, opts["base_url"], n, behaviour, concurrency, opts)
+            summary, bot_ids = self._run(study, opts["base_url"], mix, behaviour, concurrency, opts)
         self._report(study, summary, bot_ids)
 
-    def _run(self, study, base_url, n, behaviour, concurrency, opts):
+    def _run(self, study, base_url, mix, behaviour, concurrency, opts):
         target = bots.study_target(study, base_url)
-        crowd = bots.make_bots(target, n=n, behaviour=behaviour, lose_responses=opts["lose_responses"])
+        crowd = [bot for kind, count in mix
+                 for bot in bots.make_bots(target, n=count, behaviour=kind, lose_responses=opts["lose_responses"])]
+        n = len(crowd)
         bar = tqdm(total=n, desc=f"{behaviour} bots", unit="bot", disable=None)
         outcomes = Counter()
 
@@ -79,7 +86,7 @@ class Command(BaseCommand):
             summary = bots.run_bots(crowd, concurrency=concurrency, on_finish=finished)
         finally:
             bar.close()
-        self.stdout.write(f"{n} {behaviour} bot(s) took {study.slug} at {base_url} in {summary.wall_s:.1f} s")
+        self.stdout.write(f"{n} bot(s) ({behaviour}) took {study.slug} at {base_url} in {summary.wall_s:.1f} s")
         return summary, [b.bot_id for b in crowd]
 
     def _report(self, study, summary, bot_ids):
@@ -111,3 +118,15 @@ class Command(BaseCommand):
         if facts["errors"]:
             reason = next(iter(facts["error_reasons"]), "unknown")
             raise CommandError(f"{facts['errors']} of {len(bot_ids)} bot(s) failed; first reason: {reason}")
+
+
+def _mix(text: str) -> list[tuple[str, int]]:
+    """`attentive=8,careless=3` -> [("attentive", 8), ("careless", 3)], with a clear error when malformed."""
+    mix = []
+    for part in text.split(","):
+        kind, _, count = part.strip().partition("=")
+        if kind not in bots.BEHAVIOURS or not count.strip().isdecimal():
+            raise CommandError(f"--mix: {part.strip()!r} is not KIND=N; kinds: {', '.join(sorted(bots.BEHAVIOURS))}, "
+                               "e.g. --mix attentive=8,careless=3")
+        mix.append((kind, int(count)))
+    return mix
