@@ -116,14 +116,10 @@ def _av_check_utterance(corpus: Corpus, rng: random.Random) -> tuple[Utterance, 
     return utt, condition
 
 
-def av_check_ensure(corpus: Corpus) -> None:
-    """Give a corpus an audio/video-check clip (spoken digits on the placeholder face) if it has none."""
-    from . import tasks
-
-    utt, condition = _av_check_utterance(corpus, random.Random(2026))
-    if not utt.stimuli.filter(condition=condition).exists():
-        tasks.render_placeholder_stimulus.apply(args=(utt.pk, condition.pk, "avatar", 1000 + utt.pk, AV_CHECK_CAPTION),
-                                                throw=True)
+def av_check_utterance_ensure(corpus: Corpus) -> Utterance:
+    """Give a corpus an audio/video-check utterance (three spoken digits); `render_study` renders it on the
+    study's first embodiment when the study has an av_check page."""
+    return _av_check_utterance(corpus, random.Random(2026))[0]
 
 
 def demo_corpus_name(quick: bool) -> str:

@@ -46,6 +46,8 @@ class DemoPlan:
     conditions: tuple = ("ground_truth", "random_alignment", "separate", "joint", "glow", "still")
     mushra: tuple = ("ground_truth", "separate", "joint", "still")  # hidden reference, tests, anchor (avatar)
     pairwise: tuple = ("ground_truth", "separate", "joint")  # every pair of these (avatar)
+    mushra_utterances: int = 4  # of the rated ones, per participant (rotated over participants)
+    pairwise_utterances: int = 6  # a multiple of the pairs
     embodiments: tuple = ("avatar", "robot_sim")
     split: str = "0.6,0.2,0.2"  # train, validation, test (the rated utterances are test ones)
     attentive: int = 6
@@ -62,7 +64,7 @@ PLANS = {
     "quick": DemoPlan(
         name="demo-synthetic-quick", n_utterances=20, rated_utterances=3, embodiments=("avatar",),
         conditions=("ground_truth", "joint", "still"), mushra=("ground_truth", "joint", "still"),
-        pairwise=("ground_truth", "joint", "still"),
+        pairwise=("ground_truth", "joint", "still"), mushra_utterances=3, pairwise_utterances=3,
         split="0.5,0.2,0.3",
         epochs={"separate": 2, "joint": 2, "forked": 2, "glow": 2, "apc": 1, "audio2landmark": 1, "inverse": 5},
         model_settings={"glow": ["window=40", "train.crop_frames=40", "steps=2"],
@@ -82,6 +84,7 @@ def study_text(plan: DemoPlan, utterances: list[str]) -> str:
                            conditions="\n".join("    - " + CONDITION_LINES[c].format(prefix=plan.name)
                                                 for c in plan.conditions),
                            mushra=", ".join(plan.mushra), pairwise=", ".join(plan.pairwise),
+                           mushra_utterances=plan.mushra_utterances, pairwise_utterances=plan.pairwise_utterances,
                            quota=plan.attentive + plan.careless + 20)  # room for people trying it after the bots
 
 
@@ -131,8 +134,12 @@ class DemoPipeline:
         stamp = _stamp(files) + ":" + self.plan.split
         if known and self._stamp_is("corpus", stamp):
             return False
-        if known:
-            self.say(title + " — changed, imported again")
+        if known:  # made by another version of the generator: what was made from the import stays consistent
+            self.say(f"note: the synthetic corpus's files differ from those imported into {self.plan.name}; the "
+                     f"demo keeps the imported corpus and all made from it (delete {self.out} and the database "
+                     "to start afresh)")
+            self._stamp_set("corpus", stamp)
+            return False
         call_command("import_corpus", str(folder), name=self.plan.name, split_by="utterance",
                      split=self.plan.split, seed=0, replace=Corpus.objects.filter(name=self.plan.name).exists())
         self._stamp_set("corpus", stamp)
@@ -172,10 +179,10 @@ class DemoPipeline:
 
     def study(self):
         """Write the study's YAML (its stimuli are rendered next; the study is loaded once they exist)."""
-        from .demo import av_check_ensure
+        from .demo import av_check_utterance_ensure
 
         corpus = Corpus.objects.get(name=self.plan.name)
-        av_check_ensure(corpus)
+        av_check_utterance_ensure(corpus)
         held_out = corpus.utterances.filter(split="test").exclude(motion_path="").order_by("duration_s", "name")
         names = list(held_out.values_list("name", flat=True)[:self.plan.rated_utterances])
         if len(names) < self.plan.rated_utterances:
@@ -250,13 +257,16 @@ class DemoPipeline:
 
     def bundle(self):
         out = self.out / "stimuli.zip"
+        from .models import Stimulus
+
         study = Study.objects.get(slug=self.result.study_slug)
-        stamp = f"v{study.current_version.number}:{_stamp([out]) if out.exists() else ''}"
-        if out.exists() and self._stamp_is("bundle", stamp):
+        newest = Stimulus.objects.filter(utterance__corpus__name=self.plan.name).order_by("-id").first()
+        made_from = f"v{study.current_version.number}:s{newest.pk if newest else 0}"
+        if out.exists() and self._stamp_is("bundle", f"{made_from}:{_stamp([out])}"):
             return False
         self.say("[8/8] stimulus bundle (videos, manifest, study YAML, checksums)")
         call_command("export_stimuli", self.result.study_slug, out=str(out), force=True)
-        self._stamp_set("bundle", f"v{study.current_version.number}:{_stamp([out])}")
+        self._stamp_set("bundle", f"{made_from}:{_stamp([out])}")
 
     # --- stamps: what a stage's result was made from -----------------------------------------------------
     def _stamps(self) -> dict:

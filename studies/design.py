@@ -9,7 +9,10 @@ A participant belongs to one counterbalancing *cell*. For each `trials` page:
   rotated by (r + i) mod k, so each treatment takes each position equally often;
 - pairwise: a Latin square over utterance x pair, with the left/right order flipped in half the cells.
 A page may narrow the treatments to some of the study's conditions and embodiments (its own `conditions`
-and `embodiments`), e.g. a pairwise page over three conditions of a six-condition study.
+and `embodiments`), e.g. a pairwise page over three conditions of a six-condition study, and may rate only
+`utterances: n` of the study's m utterances: cell c takes the window of n consecutive utterances starting at
+((c // square cells) mod w) * n, where w = m / gcd(m, n), so over w windows every utterance is rated equally
+often and within each window the square above applies.
 Trial order within a page is shuffled with the participant's seed; attention checks are put at seeded
 positions (never first). The study's cell count is the least common multiple of its pages' cell counts.
 """
@@ -49,11 +52,24 @@ def pairs_of(spec: dict, page: dict) -> list[tuple[Treatment, Treatment]]:
     return list(itertools.combinations(page_treatments(spec, page), 2))
 
 
-def page_cells(spec: dict, page: dict) -> int:
+def _square_cells(spec: dict, page: dict) -> int:
+    """Cells of the page's Latin square (or slider position rotation) over one window of utterances."""
     qtype = spec["questions"][page["question"]]["type"]
     if qtype in ("likert", "slider"):
         return len(page_treatments(spec, page))
     return 2 * len(pairs_of(spec, page))
+
+
+def _windows(page: dict, m: int) -> int:
+    """How many windows of `utterances` consecutive utterances a page rotates through, so that over them
+    every one of the study's m utterances is rated equally often (1 when the page rates them all)."""
+    n = page.get("utterances")
+    return 1 if not n or n >= m else m // math.gcd(m, n)
+
+
+def page_cells(spec: dict, page: dict) -> int:
+    m = len(spec["stimuli"].get("resolved_utterances") or ())
+    return _square_cells(spec, page) * _windows(page, m)
 
 
 def cell_count(spec: dict) -> int:
@@ -69,18 +85,24 @@ def check_balance(spec: dict, n_utterances: int) -> list[str]:
             continue
         k = len(page_treatments(spec, page))
         qtype = spec["questions"][page["question"]]["type"]
-        if qtype == "likert" and n_utterances % k:
+        per_page = page.get("utterances")
+        if per_page and per_page > n_utterances:
+            problems.append(f"pages[{i}]: the page rates {per_page} utterances but the study lists {n_utterances}; "
+                            f"set pages[{i}].utterances to {n_utterances} or fewer, or list more utterances")
+        n_rated = per_page if per_page and per_page <= n_utterances else n_utterances
+        where = f"pages[{i}].utterances" if per_page else "stimuli.utterances"
+        if qtype == "likert" and n_rated % k:
             problems.append(
-                f"pages[{i}]: a likert page needs the number of utterances ({n_utterances}) to be a multiple of "
-                f"the {k} condition x embodiment treatments; list {n_utterances - n_utterances % k or k} "
-                f"utterances under stimuli.utterances"
+                f"pages[{i}]: a likert page needs the number of utterances ({n_rated}) to be a multiple of "
+                f"the {k} condition x embodiment treatments; list {n_rated - n_rated % k or k} utterances "
+                f"({where})"
             )
         if qtype == "pairwise":
             p = len(pairs_of(spec, page))
-            if n_utterances % p:
+            if n_rated % p:
                 problems.append(
-                    f"pages[{i}]: a pairwise page needs the number of utterances ({n_utterances}) to be a "
-                    f"multiple of the {p} pairs; list {n_utterances - n_utterances % p or p} utterances"
+                    f"pages[{i}]: a pairwise page needs the number of utterances ({n_rated}) to be a "
+                    f"multiple of the {p} pairs; list {n_rated - n_rated % p or p} utterances ({where})"
                 )
         if page["attention_checks"] and qtype != "likert":
             problems.append(f"pages[{i}]: attention checks are shown with a likert question; set "
@@ -141,7 +163,12 @@ def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng)
     question = spec["questions"][page["question"]]
     k_treat = page_treatments(spec, page)
     k = len(k_treat)
-    r = cell % page_cells(spec, page)
+    square = _square_cells(spec, page)
+    r = cell % square
+    m, n = len(utterances), page.get("utterances")
+    if n and n < m:  # this cell's window of n consecutive utterances; the windows rotate over the cells
+        start = ((cell // square) % _windows(page, m)) * n
+        utterances = [utterances[(start + j) % m] for j in range(n)]
     trials: list[PlannedTrial] = []
     if question["type"] == "likert":
         for i, utt in enumerate(utterances):

@@ -5,7 +5,10 @@ inside the recruiting services' frames (MTurk's ExternalQuestion) and nowhere el
 Every page of the site gets a Content-Security-Policy: scripts, styles, media and requests from this site
 only (no inline script anywhere), forms posted here or to MTurk, no framing except participant pages in
 the recruiting services' frames. The Django admin also gets inline styles (its widgets use them). A view
-that set its own policy (a report file) keeps it."""
+that set its own policy (a report file) keeps it.
+
+The health check (/healthz) is answered before anything else: a container's probe asks by 127.0.0.1,
+which is no allowed host, and over plain HTTP, which the HTTPS redirect would turn away."""
 import logging
 
 from django.conf import settings
@@ -16,6 +19,20 @@ from django.shortcuts import render
 
 log = logging.getLogger("studies.participant")
 PARTICIPANT_PREFIXES = ("/s/", "/t/", "/lab/", "/v/")
+
+
+class HealthCheckMiddleware:
+    """GET/HEAD /healthz, first in the chain: before the host check and the HTTPS redirect."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info == "/healthz" and request.method in ("GET", "HEAD"):
+            from .views.researcher import health
+
+            return health(request)
+        return self.get_response(request)
 
 
 CSP = {

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
 
 from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedModel, Utterance
+from .selectors import speech_utterances
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
 
 RENDER_MAKER_VERSION = 2  # 2: lights per vertex on the GPU side, 2:1 supersampling halved by the GL; x264 veryfast
 ATTENTION_CONDITION = "attention-check"
+AV_CHECK_CONDITION = "av-check"
 
 
 class RenderRequestError(ValueError):
@@ -90,18 +91,26 @@ def study_cells(spec: dict) -> list[tuple[Utterance, Condition, str]]:
         for u in longest:
             for e in stim["embodiments"]:
                 cells.append((u, attention, e))
+    av_check = av_check_utterance(spec, corpus)
+    if av_check is not None:  # spoken digits on the study's first embodiment, its face at rest
+        condition, _ = Condition.objects.get_or_create(
+            name=AV_CHECK_CONDITION, defaults={"kind": Condition.Kind.AV_CHECK,
+                                               "description": "Spoken digits the participant types in."})
+        cells.append((av_check, condition, stim["embodiments"][0]))
     return cells
 
 
-def _speech_utterances(qs):
-    """Leave out the check clips (attention and A/V checks); an utterance without a role is speech. (A plain
-    exclude on the JSON key would also drop every row that has no `role`: NULL is not NOT IN.)"""
-    return qs.exclude(Q(metadata__has_key="role") & Q(metadata__role__in=["attention_check", "av_check"]))
+def av_check_utterance(spec: dict, corpus: Corpus) -> Utterance | None:
+    """The corpus's audio/video-check utterance (spoken digits, metadata role `av_check` with the expected
+    answer) when the study has an av_check page, else None."""
+    if not any(p["type"] == "av_check" for p in spec["pages"]):
+        return None
+    return corpus.utterances.filter(metadata__role="av_check").order_by("name").first()
 
 
 def _rated_utterances(spec: dict, corpus: Corpus) -> list[Utterance]:
     stim = spec["stimuli"]
-    qs = _speech_utterances(corpus.utterances.all()).order_by("name")
+    qs = speech_utterances(corpus.utterances.all()).order_by("name")
     if stim["utterances"] != "all":
         qs = qs.filter(name__in=stim["utterances"])
         missing = sorted(set(stim["utterances"]) - set(qs.values_list("name", flat=True)))
@@ -180,10 +189,12 @@ def study_render_jobs(spec: dict) -> list[RenderJob]:
     stim = spec["stimuli"]
     names = stim.get("resolved_utterances") or []
     qs = RenderJob.objects.filter(utterance__corpus__name=stim["corpus"], embodiment__in=stim["embodiments"])
+    cells = qs.filter(condition__name__in=list(stim["conditions"]) + [ATTENTION_CONDITION])
     if names:
-        qs = qs.filter(utterance__name__in=names)
-    return list(qs.filter(condition__name__in=list(stim["conditions"]) + [ATTENTION_CONDITION])
-                .select_related("utterance", "condition"))
+        cells = cells.filter(utterance__name__in=names)
+    if any(p["type"] == "av_check" for p in spec["pages"]):
+        cells = cells | qs.filter(condition__name=AV_CHECK_CONDITION)
+    return list(cells.select_related("utterance", "condition"))
 
 
 def job_claim(job_id: int) -> tuple[RenderJob, bool]:
@@ -307,6 +318,12 @@ def cell_extras(condition: Condition, utterance: Utterance, embodiment: str, cli
             recipe["extended_to_frames"] = needed
         recipe["attention_number"] = number
         return clip, attention_instruction(number), {"value": number}
+    if condition.kind == Condition.Kind.AV_CHECK:
+        expected = utterance.metadata.get("expected_answer")
+        if not (isinstance(expected, dict) and str(expected.get("digits", "")).isdecimal()):
+            raise RenderRequestError(f"the A/V check utterance {utterance.name} has no expected digits in its "
+                                     "metadata (expected_answer: {digits: \"123\"})")
+        return clip, None, {"digits": str(expected["digits"])}
     if condition.params.get("catch"):
         return clip, None, {"mismatch": True}
     return clip, None, None
@@ -374,7 +391,7 @@ def condition_motion(condition: Condition, utterance: Utterance, *, fps: float, 
         return recipes.catch_trial(own, ms=ms) if condition.params.get("catch") else recipes.time_shift(own, ms)
     if kind == Condition.Kind.RANDOM_ALIGNMENT:
         donors = {}
-        others = _speech_utterances(utterance.corpus.utterances.exclude(pk=utterance.pk).exclude(motion_path=""))
+        others = speech_utterances(utterance.corpus.utterances.exclude(pk=utterance.pk).exclude(motion_path=""))
         for other in others:
             donors[other.name] = (other.speaker, resample(MotionClip.load(_media(other.motion_path)), fps))
         if not donors:

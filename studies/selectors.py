@@ -75,11 +75,17 @@ def stimulus_for_sessions(participant_ids: list[str], stimulus_token: str) -> St
     return None
 
 
+def speech_utterances(qs):
+    """Leave out the check clips (attention and A/V checks); an utterance without a role is speech. (A plain
+    exclude on the JSON key would also drop every row that has no `role`: NULL is not NOT IN.)"""
+    return qs.exclude(Q(metadata__has_key="role") & Q(metadata__role__in=["attention_check", "av_check"]))
+
+
 def av_check_stimulus(spec: dict) -> Stimulus | None:
-    """The corpus's audio/video check clip (spoken digits), if it has one."""
+    """The corpus's audio/video check clip (spoken digits), if it has one: a rendered one before a placeholder."""
     return (
         Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"], condition__kind=Condition.Kind.AV_CHECK)
-        .order_by("id")
+        .order_by("is_placeholder", "id")
         .first()
     )
 
@@ -255,6 +261,10 @@ def export_rows(study: Study, *, include_pilot: bool = False):
         watch = [getattr(s, "watch", None) for s in (slots.values() if is_pair else [rated] if rated else [])]
         watch = [w for w in watch if w is not None]
         stim = described.stimulus if described else None
+        # A tie chooses no side: it keeps the pair's own embodiment and speaker (both sides share them in a
+        # within-embodiment pair), so the analysis counts it with the pair's other answers.
+        shared = {(s.stimulus.embodiment, s.stimulus.utterance.speaker) for s in slots.values()} if is_pair else set()
+        pair_embodiment, pair_speaker = next(iter(shared)) if len(shared) == 1 else ("", "")
         # Pairwise: the trial is a catch when either side is; otherwise only the rated video counts.
         check = _check_kind(r.trial, list(slots.values()) if is_pair else [rated] if rated else [])
         expected = (rated.stimulus.expected_answer or {}).get("value", "") if check == "attention" and rated else ""
@@ -274,9 +284,9 @@ def export_rows(study: Study, *, include_pilot: bool = False):
             "slot": r.slot,
             "stimulus": stim.token if stim else "",
             "condition": stim.condition.name if stim else "",
-            "embodiment": stim.embodiment if stim else "",
+            "embodiment": stim.embodiment if stim else pair_embodiment,
             "utterance": stim.utterance.name if stim else (slots[0].stimulus.utterance.name if slots else ""),
-            "speaker": stim.utterance.speaker if stim else "",
+            "speaker": stim.utterance.speaker if stim else pair_speaker,
             "role": described.role if described else "",
             "check": check,
             "expected": expected,

@@ -235,13 +235,10 @@ def study_utterance_names(spec: dict) -> list[str]:
         return stim["resolved_utterances"]
     if stim["utterances"] != "all":
         return sorted(stim["utterances"])
-    special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
-    return sorted(
-        Utterance.objects.filter(corpus__name=stim["corpus"])
-        .exclude(stimuli__condition__kind__in=special)
-        .values_list("name", flat=True)
-        .distinct()
-    )
+    # By the utterance's role, as render_study chooses what to render: an attention check is rendered on
+    # some rated utterances, which must not drop them from the study.
+    return sorted(selectors.speech_utterances(Utterance.objects.filter(corpus__name=stim["corpus"]))
+                  .values_list("name", flat=True))
 
 
 def study_validate(*, text: str) -> dict:

@@ -367,7 +367,8 @@ def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
         allowed |= {"question": None, "count": 1, "text": "A practice trial. Its answer is not used.",
                     "conditions": None, "embodiments": None}
     elif ptype == "trials":
-        allowed |= {"question": None, "attention_checks": 1, "text": None, "conditions": None, "embodiments": None}
+        allowed |= {"question": None, "attention_checks": 1, "text": None, "conditions": None, "embodiments": None,
+                    "utterances": None}
     elif ptype == "demographics":
         allowed |= {"fields": ["age", "gender", "native_language"], "required": False}
     elif ptype == "completion":
@@ -389,6 +390,8 @@ def _check_page(c: _Checker, i: int, raw, questions: dict) -> dict:
         page["count"] = c.number(page["count"], f"{path}.count", 1, 20, integer=True)
     if ptype == "trials":
         page["attention_checks"] = c.number(page["attention_checks"], f"{path}.attention_checks", 0, 20, integer=True)
+        if page["utterances"] is not None:  # how many of the study's utterances this page rates (rotated)
+            page["utterances"] = c.number(page["utterances"], f"{path}.utterances", 1, 100000, integer=True)
     if ptype == "av_check":
         page["max_attempts"] = c.number(page["max_attempts"], f"{path}.max_attempts", 1, 5, integer=True)
     if ptype == "demographics":
@@ -600,8 +603,9 @@ def reference() -> str:
 
     def block(title, keys, indent=""):
         out.append(f"{indent}{title}:")
-        for key, default in keys.items():
-            out.append(f"{indent}  {key}: {default!r}")
+        for key, default in keys.items():  # in YAML's spelling: null, false, [a, b]
+            shown = yaml.safe_dump(default, default_flow_style=True, width=10**6).strip()
+            out.append(f"{indent}  {key}: {shown.removesuffix(chr(10) + '...').strip()}")
 
     out.append("slug: required, 2-80 lower-case letters, digits and dashes")
     out.append("title: required")
@@ -624,7 +628,8 @@ def reference() -> str:
     out.append("  - {type: av_check, text: Play the clip and type the digits you hear., max_attempts: 2}")
     out.append("  - {type: training, question: required, count: 1, conditions: null, embodiments: null}")
     out.append("  - {type: trials, question: required, attention_checks: 1, text: null, conditions: null,"
-               " embodiments: null}  # conditions/embodiments: a subset of the study's (null = all)")
+               " embodiments: null, utterances: null}  # conditions/embodiments: a subset of the study's (null ="
+               " all); utterances: how many of the study's utterances each participant rates here (null = all)")
     out.append(f"  - {{type: demographics, fields: [age, gender, native_language], required: false}}  # fields from {', '.join(DEMOGRAPHIC_FIELDS)}")
     out.append("  - {type: completion, text: Thank you! Your answers have been saved.}")
     block("quality", QUALITY_KEYS)

@@ -52,6 +52,11 @@ def test_demo_quick_runs_the_whole_loop_then_reuses_it(tmp_path):
         "where k.name = 'demo-synthetic-quick' and c.kind not in ('attention_check', 'av_check')").fetchall()
     assert {name for name, _ in rendered} == {"ground_truth", "joint", "still"}
     assert not any(placeholder for _, placeholder in rendered)
+    av_check = db.execute(
+        "select s.is_placeholder, s.expected_answer from studies_stimulus s join studies_condition c on "
+        "c.id = s.condition_id join studies_utterance u on u.id = s.utterance_id join studies_corpus k on "
+        "k.id = u.corpus_id where k.name = 'demo-synthetic-quick' and c.kind = 'av_check'").fetchall()
+    assert [(p, json.loads(a)["digits"].isdecimal()) for p, a in av_check] == [(0, True)]  # rendered on the avatar
     statuses = db.execute("select status, count(*) from studies_participant where source = 'bot' group by status")
     assert dict(statuses) == {"completed": 2}
     questions = {q for (q,) in db.execute("select distinct t.question from studies_response r "

@@ -17,17 +17,23 @@ and how to read its output:
   model draws row b's noise from `torch.Generator().manual_seed(seeds[b])`, so batching changes nothing;
 - `to_clip(cfg, space, values, fps)` — a MotionClip in a named layout.
 
-`KINDS` lists the kinds `train --model KIND` accepts; `recipe(kind)` imports one lazily, so importing this
-package costs nothing.
+`KINDS` lists the kinds `train --model KIND` accepts: the built-in ones below plus any registered from
+outside the package with the environment variable EVALSITE_MODEL_KINDS="kind=python.module,kind2=module2"
+(each module importable, holding a `RECIPE` whose `kind` is that name; see docs/models.md). The variable
+is read on every lookup, so it is the same in the web app, the workers and the commands as long as each
+process is started with it. `recipe(kind)` imports one lazily, so importing this package costs nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-KINDS = {
+BUILT_IN_KINDS = {
     "separate": "inference.models.separate",
     "joint": "inference.models.joint",
     "forked": "inference.models.forked",
@@ -36,6 +42,64 @@ KINDS = {
     "audio2landmark": "inference.models.audio2landmark",
     "inverse": "inference.models.inverse",
 }
+
+KINDS_ENV = "EVALSITE_MODEL_KINDS"
+# A kind is stored in TrainedModel.kind (30 characters) and typed after `--model`: keep it a plain name.
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}\Z")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+
+
+class ModelKindError(ValueError):
+    """A model kind cannot be used: unknown, badly registered, or its module has no usable RECIPE."""
+
+
+def registered_kinds(text: str | None = None) -> dict[str, str]:
+    """The kinds registered from outside the package: EVALSITE_MODEL_KINDS (or `text`) parsed as
+    "kind=module,kind2=module2" into {kind: module}. Raises ModelKindError naming the bad entry."""
+    text = os.environ.get(KINDS_ENV, "") if text is None else text
+    kinds: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        kind, sep, module = (s.strip() for s in entry.partition("="))
+        if not sep or not kind or not module:
+            raise ModelKindError(f"{KINDS_ENV}: {entry!r} is not KIND=MODULE (e.g. tiny_gru=my_models.tiny_gru)")
+        if not _KIND_NAME.match(kind):
+            raise ModelKindError(f"{KINDS_ENV}: kind {kind!r} is not a valid name; use lower-case letters, digits "
+                                 f"and _ (starting with a letter, at most 30 characters)")
+        if not _MODULE_NAME.match(module):
+            raise ModelKindError(f"{KINDS_ENV}: {module!r} (for kind {kind!r}) is not a Python module path such "
+                                 f"as my_models.tiny_gru")
+        if kind in BUILT_IN_KINDS:
+            raise ModelKindError(f"{KINDS_ENV}: kind {kind!r} is built in ({BUILT_IN_KINDS[kind]}); register "
+                                 f"your model under another name")
+        if kind in kinds:
+            raise ModelKindError(f"{KINDS_ENV}: kind {kind!r} is registered twice ({kinds[kind]} and {module}); "
+                                 f"keep one")
+        kinds[kind] = module
+    return kinds
+
+
+class _Kinds(Mapping):
+    """kind → module: the built-in kinds, then those of EVALSITE_MODEL_KINDS (read on every use)."""
+
+    def _all(self) -> dict[str, str]:
+        return {**BUILT_IN_KINDS, **registered_kinds()}
+
+    def __getitem__(self, kind: str) -> str:
+        return self._all()[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"KINDS({self._all()!r})"
+
+
+KINDS: Mapping[str, str] = _Kinds()
 
 
 @dataclass
@@ -80,9 +144,26 @@ class Recipe:
 
 
 def recipe(kind: str) -> Recipe:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of: {', '.join(KINDS)}")
-    return importlib.import_module(KINDS[kind]).RECIPE
+    """The Recipe of `kind`, its module imported now. Raises ModelKindError (a ValueError) for an unknown
+    kind, a module that cannot be imported, or one without a RECIPE of that kind."""
+    kinds = dict(KINDS)
+    if kind not in kinds:
+        raise ModelKindError(f"unknown model kind {kind!r}; choose one of: {', '.join(kinds)} (or register yours "
+                             f"with {KINDS_ENV}=KIND=MODULE)")
+    module_name = kinds[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelKindError(f"model kind {kind!r}: cannot import {module_name} ({exc}); put its folder on "
+                             f"PYTHONPATH or install it") from None
+    found = getattr(module, "RECIPE", None)
+    if not isinstance(found, Recipe):
+        raise ModelKindError(f"model kind {kind!r}: module {module_name} has no RECIPE (an "
+                             f"inference.models.Recipe); define RECIPE = Recipe(kind={kind!r}, ...) in it")
+    if found.kind != kind:
+        raise ModelKindError(f"model kind {kind!r}: {module_name}.RECIPE is of kind {found.kind!r}; register it "
+                             f"as {found.kind}={module_name} (checkpoints record the recipe's own kind)")
+    return found
 
 
 def config_to_dict(cfg) -> dict:

@@ -28,6 +28,8 @@ def test_load_then_dump_round_trips_exactly(db, tmp_path, demo_study):
     old = io.StringIO()
     call_command("dump_study", demo_study.slug, study_version=1, stdout=old)
     assert old.getvalue() == demo_spec_text(quick=True)
+    with pytest.raises(CommandError, match=f"study {demo_study.slug} has no version 9"):
+        call_command("dump_study", demo_study.slug, study_version=9)
 
 
 def test_malformed_spec_names_the_line_and_changes_nothing(db, tmp_path, demo_study, capsys):

@@ -1,4 +1,5 @@
 """Balanced assignment: properties of the Latin square, checked by counting over the produced plans."""
+import math
 from collections import Counter
 
 from studies.design import cell_count, check_balance, plan_trials
@@ -180,3 +181,42 @@ def test_a_pages_subset_must_name_the_studys_own_conditions():
     with pytest.raises(SpecError) as err:
         parse_spec(no_ref)
     assert "hidden_reference `gt`" in str(err.value)
+
+
+def test_a_page_may_rate_a_rotating_window_of_the_utterances():
+    text = SUBSET_SPEC.replace("question: mush, attention_checks: 0, embodiments: [avatar]",
+                               "question: mush, attention_checks: 0, embodiments: [avatar], utterances: 4")
+    text = text.replace("embodiments: [robot_sim]}", "embodiments: [robot_sim], utterances: 6}")
+    spec = parse_spec(text)
+    utts = [f"u{i:02d}" for i in range(30)]
+    assert check_balance(spec, 30) == []
+    spec["stimuli"]["resolved_utterances"] = utts
+    # likert: 10 cells; slider: 5 positions x 15 windows of 4 in 30 (30/gcd(30,4)); pairwise: 6 x 5 windows
+    assert cell_count(spec) == math.lcm(10, 5 * 15, 6 * 5)
+    slider_utts, pair_cells = Counter(), Counter()
+    for cell in range(cell_count(spec)):
+        plan = plan_trials(spec, utterances=utts, training_utterances=[], cell=cell, seed=cell,
+                           attention_stimuli=[("att", "attention-check", "avatar")])
+        slider = [t for t in plan if t.page_index == 1]
+        pairs = [t for t in plan if t.page_index == 2]
+        assert len(slider) == 4 and len(pairs) == 6
+        assert len({t.slots[0].utterance for t in slider}) == 4
+        per_pair = Counter(frozenset(s.condition for s in t.slots) for t in pairs)
+        assert set(per_pair.values()) == {2}  # each of the 3 pairs twice per participant
+        slider_utts.update(t.slots[0].utterance for t in slider)
+        pair_cells.update((t.slots[0].utterance, t.slots[0].condition, t.slots[1].condition) for t in pairs)
+        likert = [t for t in plan if t.page_index == 0 and t.kind == "rated"]
+        assert sorted(t.slots[0].utterance for t in likert) == utts  # pages without `utterances` rate all
+    assert set(slider_utts) == set(utts) and len(set(slider_utts.values())) == 1
+    # every utterance meets every pair in both orders equally often
+    assert len(pair_cells) == 30 * 6 and len(set(pair_cells.values())) == 1
+
+
+def test_a_page_rating_more_utterances_than_listed_or_an_unbalanced_number_is_refused():
+    text = SUBSET_SPEC.replace("embodiments: [robot_sim]}", "embodiments: [robot_sim], utterances: 40}")
+    problems = check_balance(parse_spec(text), 30)
+    assert len(problems) == 1 and "rates 40 utterances but the study lists 30" in problems[0]
+    text = SUBSET_SPEC.replace("embodiments: [robot_sim]}", "embodiments: [robot_sim], utterances: 4}")
+    problems = check_balance(parse_spec(text), 30)
+    assert len(problems) == 1 and "(4)" in problems[0] and "3 pairs" in problems[0]
+    assert "pages[2].utterances" in problems[0]

@@ -276,3 +276,21 @@ def test_a_video_that_changes_while_packing_leaves_nothing_behind(demo_study, tm
     with pytest.raises(bundles.BundleError, match=f"stimulus {stimulus.token}: the file changed"):
         bundles.export_bundle(version=demo_study.current_version, out=tmp_path / "b.zip", blind=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_attention_check_rendered_on_a_rated_utterance_keeps_it_rated(demo_study):
+    """render_study puts attention checks on rated utterances: `utterances: all` must still count them
+    (the check clips are left out by their role, not by having a check stimulus)."""
+    from studies import services
+
+    spec = dict(demo_study.current_version.spec)
+    spec["stimuli"] = {k: v for k, v in spec["stimuli"].items() if k != "resolved_utterances"} | {"utterances": "all"}
+    before = services.study_utterance_names(spec)
+    check = Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"],
+                                    condition__kind="attention_check").first()
+    rated = Utterance.objects.get(corpus__name=spec["stimuli"]["corpus"], name=before[0])
+    Stimulus.objects.create(utterance=rated, condition=check.condition, embodiment=check.embodiment, file=check.file,
+                            sha256=check.sha256, size_bytes=check.size_bytes, duration_s=check.duration_s,
+                            width=check.width, height=check.height, fps=check.fps, video_codec=check.video_codec)
+    assert services.study_utterance_names(spec) == before
+    assert not any(name.startswith(("attention", "avcheck")) for name in before)

@@ -71,6 +71,17 @@ def test_health(client, db):
     assert client.get("/healthz").json() == {"ok": True}
 
 
+def test_health_answers_the_containers_probe_by_address_over_http(client, db, settings):
+    """compose's probe asks http://127.0.0.1:8000/healthz: not an allowed host, not HTTPS. Every other page
+    still refuses the host and redirects to HTTPS."""
+    settings.ALLOWED_HOSTS = ["study.example.org"]
+    settings.SECURE_SSL_REDIRECT = True
+    probe = client.get("/healthz", HTTP_HOST="127.0.0.1:8000")
+    assert probe.status_code == 200 and probe.json() == {"ok": True}
+    assert client.get("/r/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    assert client.get("/r/", HTTP_HOST="study.example.org").status_code == 301
+
+
 def test_editing_the_yaml_in_the_admin_makes_a_validated_new_version(admin_client, demo_study):
     from studies.demo import demo_spec_text
     from studies.models import StudyVersion

@@ -77,3 +77,14 @@ def test_reference_lists_every_section():
     text = reference()
     for key in ("stimuli:", "quality:", "recruitment:", "mturk:", "min_watch_fraction", "abandon_after_minutes"):
         assert key in text
+
+
+def test_reference_writes_defaults_in_yaml_that_reads_back_as_the_code_defaults():
+    import yaml
+
+    from studies.spec import QUALITY_KEYS
+
+    text = reference()
+    assert not any(word in text.split() for word in ("None", "False", "True"))
+    block = text[text.index("quality:"):text.index("recruitment:")]
+    assert yaml.safe_load(block)["quality"] == QUALITY_KEYS

@@ -157,3 +157,22 @@ def test_counters_never_go_down(driver):
     driver.post_json("watch", {"trial": trial.public_id, "slot": 0, "seeks": 1, "pauses": 0, "watched_fraction": 0.2})
     w = WatchRecord.objects.get(trial_stimulus__trial=trial, trial_stimulus__slot=0)
     assert (w.seeks, w.pauses, w.watched_fraction) == (3, 2, 0.5)
+
+
+def test_a_tie_is_exported_with_its_pairs_embodiment_so_the_analysis_counts_it(driver):
+    """A tie chooses no side; its row must still carry the pair's embodiment (the analysis groups preferences
+    by question x embodiment), or the ties fall out of the win rates."""
+    from studies import selectors
+    from studies.models import Trial
+
+    driver.start()
+    driver.complete()
+    trial = Trial.objects.filter(participant=driver.participant, question="preference", kind="rated").first()
+    response = trial.responses.get()
+    response.choice, response.stimulus, response.value = "tie", None, 0.0
+    response.save()
+    rows = [r for r in selectors.export_rows(driver.study) if r["trial_position"] == trial.position]
+    sides = {s.stimulus.embodiment for s in trial.slots.all()}
+    assert len(rows) == 1 and rows[0]["choice"] == "tie" and rows[0]["condition"] == ""
+    assert {rows[0]["embodiment"]} == sides
+    assert rows[0]["speaker"] == trial.slots.first().stimulus.utterance.speaker

@@ -84,6 +84,7 @@ class Command(BaseCommand):
             f"  model metrics:     {pipeline.metrics_table()}",
             f"  stimulus bundle:   {result.out_dir / 'stimuli.zip'}",
             f"  researcher login:  {RESEARCHER} / {password}",
+            "  stages (s):        " + ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in result.timings.items()),
             "",
         ]
         self.stdout.write("\n".join(lines))

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         versions = study.versions.order_by("-number")
         version = versions.filter(number=opts["study_version"]).first() if opts["study_version"] else versions.first()
         if version is None:
-            raise CommandError(f"study {study.slug} has no version {opts['version']}")
+            raise CommandError(f"study {study.slug} has no version {opts['study_version']}")
         if opts["output"]:
             with open(opts["output"], "w", encoding="utf-8", newline="") as fh:
                 fh.write(version.spec_yaml)

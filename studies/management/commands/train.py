@@ -33,12 +33,17 @@ def _parse_settings(pairs: list[str]) -> dict:
 
 
 class Command(BaseCommand):
-    help = ("Train a model of KIND (separate, joint, forked, glow, apc, audio2landmark, inverse) on a corpus; "
-            "shows progress, resumes an interrupted run, exits non-zero with the reason on failure.")
+    help = ("Train a model of KIND (separate, joint, forked, glow, apc, audio2landmark, inverse, or a kind "
+            "registered with EVALSITE_MODEL_KINDS) on a corpus; shows progress, resumes an interrupted run, exits "
+            "non-zero with the reason on failure.")
 
     def add_arguments(self, parser):
         parser.add_argument("--corpus", required=True, help="an imported corpus (import_corpus)")
-        parser.add_argument("--model", required=True, dest="kind", help="the model kind")
+        # No argparse choices: the kinds include those registered in EVALSITE_MODEL_KINDS, checked in handle()
+        # so that a bad registration is a one-line error, not a broken --help.
+        parser.add_argument("--model", required=True, dest="kind",
+                            help="the model kind: separate, joint, forked, glow, apc, audio2landmark, inverse, or "
+                                 "one registered with EVALSITE_MODEL_KINDS=KIND=MODULE (docs/models.md)")
         parser.add_argument("--name", help="the model's name, used by conditions as model(NAME) "
                                            "(default: CORPUS-KIND)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -49,6 +54,12 @@ class Command(BaseCommand):
         parser.add_argument("--background", action="store_true", help="queue on the inference workers and return")
 
     def handle(self, *args, **opts):
+        from inference.models import ModelKindError, recipe
+
+        try:
+            recipe(opts["kind"])  # an unknown kind, a bad EVALSITE_MODEL_KINDS or a module without RECIPE
+        except ModelKindError as exc:
+            raise CommandError(str(exc)) from None
         corpus = Corpus.objects.filter(name=opts["corpus"]).first()
         if corpus is None:
             raise CommandError(f"no corpus named {opts['corpus']!r}; import one with `manage.py import_corpus`")
