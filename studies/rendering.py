@@ -512,9 +512,13 @@ def _cache_key(audio: Path, clip, embodiment: str, rig_recipe: dict, opts: dict,
     return h.hexdigest()
 
 
-def stimuli_gallery(corpus: Corpus, utterance_name: str | None = None) -> dict:
-    """One utterance's stimuli grouped by condition and embodiment, for the researchers' gallery."""
-    utterances = list(corpus.utterances.filter(stimuli__isnull=False).distinct().order_by("name"))
+def stimuli_gallery(corpus: Corpus, utterance_name: str | None = None, rated: list[str] | tuple = ()) -> dict:
+    """One utterance's stimuli grouped by condition and embodiment, for the researchers' gallery. Listed:
+    the study's rated utterances first (the first is shown unless one is asked for), then the others, the
+    check clips last."""
+    with_stimuli = corpus.utterances.filter(stimuli__isnull=False).distinct()
+    speech = set(speech_utterances(with_stimuli).values_list("pk", flat=True))
+    utterances = sorted(with_stimuli, key=lambda u: (u.name not in rated, u.pk not in speech, u.name))
     if not utterances:
         return {"utterances": [], "utterance": None, "rows": [], "embodiments": []}
     chosen = next((u for u in utterances if u.name == utterance_name), utterances[0])

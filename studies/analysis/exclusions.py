@@ -121,9 +121,11 @@ def _attention(frame: pd.DataFrame, cfg: dict, ctx: dict) -> tuple[str, bool, di
     wrong = judged[failed]
     out = {}
     for participant, row in counts[counts["failed"] > limit].iterrows():
-        mine = wrong[wrong["participant"] == participant].head(3)
-        details = "; ".join(f"trial {t}: expected {e:g}, answered {'nothing' if np.isnan(v) else f'{v:g}'}"
-                            for t, e, v in zip(mine["trial_position"], mine["expected"], mine["value"]))
+        mine = wrong[wrong["participant"] == participant]
+        shown = dict.fromkeys(  # one entry per trial and answer (a check's items give the same one each)
+            f"trial {t}: expected {e:g}, answered {'nothing' if np.isnan(v) else f'{v:g}'}"
+            for t, e, v in zip(mine["trial_position"], mine["expected"], mine["value"]))
+        details = "; ".join(list(shown)[:3])
         out[participant] = (f"answered {row['failed']} of {row['trials']} attention checks wrong ({details}); "
                             f"{limit} allowed")
     return rule + note, True, out

@@ -165,8 +165,9 @@ def study_gallery(request, slug):
     """All conditions and embodiments of one utterance side by side, playing in sync (researchers only)."""
     study = _study_for(request, slug)
     corpus = get_object_or_404(Corpus, name=study.current_version.spec["stimuli"]["corpus"])
+    rated = services.study_utterance_names(study.current_version.spec)
     return render(request, "studies/researcher/gallery.html",
-                  {"study": study, **rendering.stimuli_gallery(corpus, request.GET.get("utterance"))})
+                  {"study": study, **rendering.stimuli_gallery(corpus, request.GET.get("utterance"), rated)})
 
 
 @study_page

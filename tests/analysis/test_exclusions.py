@@ -305,3 +305,12 @@ def test_bad_rules_are_refused():
         apply_exclusions(study(), design="within", rules={"max_attention_failures": 0.5})
     with pytest.raises(AnalysisError, match="unknown design"):
         apply_exclusions(study(), design="anova")
+
+
+def test_an_attention_check_with_several_items_is_named_once_in_the_reason():
+    base = attention_rows("p", [2])[0]
+    rows = [dict(base, item=item) for item in ("upper", "middle", "lower")]
+    df = pd.DataFrame(likert_block("p", [1, 2, 3]) + rows)
+    _, report = apply_exclusions(df, design="within", rules={"max_attention_failures": 0})
+    reason = report["excluded"][0]["reason"]
+    assert reason.count("trial 100: expected 4, answered 2") == 1, reason

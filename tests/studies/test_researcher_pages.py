@@ -95,3 +95,15 @@ def test_editing_the_yaml_in_the_admin_makes_a_validated_new_version(admin_clien
     r = admin_client.post(url, {"spec_yaml": edited.replace("points: 7", "points: 70")}, follow=True)
     assert b"out of range" in r.content
     assert StudyVersion.objects.filter(study=demo_study).count() == 2
+
+
+def test_the_gallery_opens_on_a_rated_utterance_and_lists_check_clips_last(client, demo_study, django_user_model):
+    """Not on the alphabetically first clip (an attention or A/V check): a new user sees the conditions."""
+    import re
+
+    client.force_login(django_user_model.objects.create_superuser("gal", "g@example.org", "x"))
+    page = client.get(reverse("study_gallery", args=[demo_study.slug])).content.decode()
+    options = re.findall(r'<option value="([^"]+)"( selected)?', page)
+    names = [name for name, _ in options]
+    assert [name for name, selected in options if selected] == ["utt01"]
+    assert names.index("utt03") < names.index("attention1") and names.index("utt03") < names.index("avcheck")
