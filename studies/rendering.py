@@ -14,6 +14,7 @@ import json
 import random
 from pathlib import Path
 
+import yaml
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
@@ -451,6 +452,9 @@ def _model_motion(condition: Condition, utterance: Utterance, *, fps: float, n_f
 def _rig_for(embodiment: str, clip, opts: dict):
     """The rig of an embodiment, and the clip in a layout it takes (robots: through the inverse model)."""
     if embodiment == "avatar":
+        if opts.get("avatar"):
+            rig, recipe = _custom_avatar(opts["avatar"])
+            return rig, clip, recipe
         from render.avatar import Avatar
 
         return Avatar(), clip, {"rig": "avatar"}
@@ -464,6 +468,37 @@ def _rig_for(embodiment: str, clip, opts: dict):
                                                                  "inverse_model": model.name}
     raise RenderRequestError(f"embodiment {embodiment!r} is not rendered here; robot_physical stimuli are "
                              "filmed by the hardware worker (`manage.py capture`)")
+
+
+_CUSTOM_AVATARS: dict[tuple[str, str], object] = {}  # (path, content hash) -> loaded rig, per worker process
+
+
+def _custom_avatar(ref: str):
+    """A study's custom avatar (`stimuli.render.avatar`: its YAML, relative to MEDIA_ROOT or absolute) and
+    the recipe that names it with the hash of its files, so a changed mesh or map renders anew."""
+    from render.custom_avatar import CustomAvatar, CustomAvatarSpec
+    from render.rig import RigError
+
+    path = Path(ref) if Path(ref).is_absolute() else Path(settings.MEDIA_ROOT) / ref
+    if not path.is_file():
+        raise RenderRequestError(f"the study's custom avatar {ref} is not a file (looked for {path}); put it under "
+                                 "MEDIA_ROOT, where every render worker sees it, or give an absolute path")
+    try:
+        spec = CustomAvatarSpec.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), base_dir=path.parent,
+                                          source=str(path))
+    except (RigError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RenderRequestError(f"the study's custom avatar {ref}: {exc}") from None
+    digest = hashlib.sha256()
+    for file in (path, spec.mesh, *spec.shapes.values()):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    key = (str(path), digest.hexdigest())
+    if key not in _CUSTOM_AVATARS:
+        try:
+            _CUSTOM_AVATARS[key] = CustomAvatar(spec)
+        except RigError as exc:
+            raise RenderRequestError(f"the study's custom avatar {ref}: {exc}") from None
+    return _CUSTOM_AVATARS[key], {"rig": "custom_avatar", "avatar": ref, "avatar_sha256": key[1]}
 
 
 def robot_motion(clip, opts: dict, *, embodiment: str = "robot_sim"):

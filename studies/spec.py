@@ -264,7 +264,8 @@ def _check_conditions(c: _Checker, raw) -> tuple[list[str], dict]:
 
 
 def _check_render(c: _Checker, raw) -> dict:
-    """How the study's stimuli are rendered: size, frame rate, background, framing, lighting."""
+    """How the study's stimuli are rendered: size, frame rate, background, framing, lighting, and which
+    avatar (the built-in one, or a custom avatar's YAML) and robot inverse model."""
     render = c.mapping(raw, "stimuli.render", RENDER_KEYS)
     for key in ("width", "height"):
         render[key] = c.number(render[key], f"stimuli.render.{key}", 64, 2048, integer=True)
@@ -281,6 +282,10 @@ def _check_render(c: _Checker, raw) -> dict:
     if render["robot_model"] is not None and not isinstance(render["robot_model"], str):
         c.fail("stimuli.render.robot_model", "expected the name of a trained inverse model",
                "write `robot_model: NAME` (manage.py train --model inverse), or leave it out for the newest")
+    if render["avatar"] is not None and not (isinstance(render["avatar"], str) and render["avatar"].strip()):
+        c.fail("stimuli.render.avatar", "expected the path of a custom avatar's YAML file",
+               "write `avatar: avatars/my-head/avatar.yaml` (relative to MEDIA_ROOT, or absolute; docs/avatar.md), "
+               "or leave it out for the built-in avatar")
     if render["lighting"] not in ("studio", "flat"):
         c.fail("stimuli.render.lighting", f"lighting {render['lighting']!r} is not known", "use studio or flat")
     return render
@@ -419,7 +424,7 @@ BUILT_IN_CONDITIONS = ("ground_truth", "random_alignment", "still")
 CONDITION_KEYS = {"name": None, "kind": None, "ms": None, "model": None, "temperature": None, "seed": None,
                   "description": ""}
 RENDER_KEYS = {"width": 512, "height": 512, "fps": 25, "background": [226, 231, 238], "framing": "head",
-               "lighting": "studio", "robot_model": None}
+               "lighting": "studio", "robot_model": None, "avatar": None}
 QUALITY_KEYS = {
     "min_watch_fraction": 0.95,
     "min_median_answer_ms": 1000,

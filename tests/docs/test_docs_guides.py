@@ -392,6 +392,18 @@ def test_avatar_yaml_example_loads(tmp_path):
     assert set(avatar.mapped_channels) == set(yaml.safe_load(body)["morphs"])
 
 
+def test_avatar_study_fragment_is_a_valid_render_setting():
+    from studies.demo import demo_spec_text
+    from studies.spec import parse_spec
+
+    fragment = [body for info, body in fenced_blocks(GUIDE["avatar"], "yaml") if "fragment" in info]
+    assert len(fragment) == 1, "avatar.md shows how a study names its avatar"
+    render = yaml.safe_load(fragment[0])["stimuli"]["render"]
+    spec = yaml.safe_load(demo_spec_text(quick=True))
+    spec["stimuli"]["render"] = render
+    assert parse_spec(yaml.safe_dump(spec))["stimuli"]["render"]["avatar"] == render["avatar"]
+
+
 def test_avatar_channel_table_is_the_layouts_regions():
     from inference.layouts import ARKIT52, layout
 

@@ -153,3 +153,32 @@ def test_uploaded_videos_are_checked_and_reencoded_only_when_asked(corpus, tmp_p
     fixed = Stimulus.objects.get(condition__name="theirs", utterance__name="syn001")
     assert fixed.recipe["reencoded"] is True and fixed.width % 2 == 0
     assert fixed.recipe["source_sha256"] == sha256_of(uploads / "syn001.mov")
+
+
+def test_a_study_may_render_on_a_custom_avatar_and_a_missing_one_is_named(corpus, tmp_path, settings):
+    """`stimuli.render.avatar`: the example head (docs/examples/custom_avatar) renders the study's cells; the
+    recipe names it with its files' hash; a path that is not there fails the jobs with the reason."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "custom_avatar" / "avatar.yaml"
+    text = SPEC.format(model="unused", embodiments="avatar", attention=0, recorded="    - ground_truth\n")
+    text = text.replace("    - {name: joint-model, kind: model, model: unused}\n", "")
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(text.replace("render: {width: 96, height: 96, fps: 10}",
+                                   f"render: {{width: 96, height: 96, fps: 10, avatar: '{example}'}}"))
+    call_command("render_study", str(custom))
+    made = Stimulus.objects.filter(utterance__corpus__name="synth-render")
+    assert made.count() == 4  # 2 utterances x (ground truth, still)
+    assert {s.recipe["rig"] for s in made} == {"custom_avatar"}
+    assert len({s.recipe["avatar_sha256"] for s in made}) == 1
+
+    # (A cell's stimulus is made once, whatever study asks again: new cells, a time shift, show the error.)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(text.replace("slug: render-test", "slug: render-missing")
+                       .replace("    - ground_truth\n    - still\n", "    - {name: shifted, kind: time_shift, ms: 200}\n")
+                       .replace("render: {width: 96, height: 96, fps: 10}",
+                                "render: {width: 96, height: 96, fps: 10, avatar: nowhere.yaml}"))
+    with pytest.raises(CommandError, match="could not be rendered"):
+        call_command("render_study", str(missing))
+    failed = RenderJob.objects.filter(status="failed")
+    assert failed.count() == 2 and all("nowhere.yaml is not a file" in j.error for j in failed)
