@@ -5,8 +5,9 @@ robot (plus attention checks); a study with Likert per face region, a MUSHRA-sty
 attentive and careless bots through it over HTTP; the significance report; the stimulus bundle.
 
 Every stage is skipped when its result is there and up to date (the corpus by its files' hashes, models
-by name and settings, stimuli by their render cache, responses by count, report and bundle by a stamp of
-what they were made from), so a second run goes straight to serving. `PLANS` holds the two sizes.
+by name and settings, the study by its YAML, stimuli by their cells' render jobs, bots by the completed
+sessions of the study's current version, the report and the bundle by a stamp of what they were made
+from, kept in OUT/stamps.json), so a second run goes straight to serving. `PLANS` holds the two sizes.
 
 The rated utterances are the shortest held-out (test) ones, and the bots watch every clip to its end (the
 server checks), so their stage takes as long as a real session: the plans keep the pages short for that.
@@ -22,7 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 
-from .models import Corpus, Participant, Study, TrainedModel
+from .models import Corpus, Participant, RenderJob, Response, Stimulus, Study, StudyReport, TrainedModel
 
 # The study's conditions as written in its YAML (the model ones name this plan's trained models).
 CONDITION_LINES = {
@@ -98,14 +99,14 @@ class DemoResult:
 
 
 class DemoPipeline:
-    """Runs the stages in order; `say(text)` reports each (the command prints with progress bars)."""
+    """Runs the stages in order; `say(text)` announces each stage that has work to do (the commands it calls
+    show their own progress bars)."""
 
-    def __init__(self, plan: DemoPlan, *, out_dir: Path | None = None, say=print, owner=None, port: int = 8000):
+    def __init__(self, plan: DemoPlan, *, out_dir: Path | None = None, say=print, owner=None):
         self.plan = plan
         self.out = Path(out_dir or Path(settings.VAR_DIR) / plan.name)
         self.say = say
         self.owner = owner
-        self.port = port
         self.result = DemoResult(study_slug="", out_dir=self.out)
 
     def run(self) -> DemoResult:
@@ -198,7 +199,6 @@ class DemoPipeline:
         """Render what the study needs and is not made yet, then load the study (a new version only when its
         YAML changed) and open it."""
         from . import services
-        from .models import RenderJob
         from .rendering import render_jobs_plan
         from .spec import parse_spec
 
@@ -235,7 +235,6 @@ class DemoPipeline:
     def report(self):
         """The significance report, made as the dashboard's button makes it (so the site serves it), in this
         process; it is made again only when responses came in since."""
-        from .models import StudyReport
         from .reporting import report_request, report_run
 
         stamp = _stamp_responses(self.result.study_slug)
@@ -257,8 +256,6 @@ class DemoPipeline:
 
     def bundle(self):
         out = self.out / "stimuli.zip"
-        from .models import Stimulus
-
         study = Study.objects.get(slug=self.result.study_slug)
         newest = Stimulus.objects.filter(utterance__corpus__name=self.plan.name).order_by("-id").first()
         made_from = f"v{study.current_version.number}:s{newest.pk if newest else 0}"
@@ -295,8 +292,6 @@ def _stamp_models(corpus: str) -> str:
 
 
 def _stamp_responses(slug: str) -> str:
-    from .models import Response
-
     study = Study.objects.get(slug=slug)
     last = Response.objects.filter(participant__study=study).order_by("-id").values_list("id", flat=True).first()
     return f"v{study.current_version.number}:r{last}"
