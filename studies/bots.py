@@ -84,6 +84,7 @@ class StudyTarget:
 # the video never tell them (the harness does, from the database, as a person's eyes would).
 PERCEIVED_BY_KIND = {"ground_truth": 0.96, "uploaded": 0.7, "model": 0.62, "time_shift": 0.5,
                      "random_alignment": 0.42, "still": 0.15}
+PERCEIVED_CATCH = 0.1  # a lip-sync catch trial (motion ≥ 400 ms off the speech) is plain to see
 
 
 def study_target(study, base_url: str) -> StudyTarget:
@@ -105,7 +106,8 @@ def study_target(study, base_url: str) -> StudyTarget:
     )
     shown = Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"],
                                     condition__name__in=list(spec["stimuli"]["conditions"]))
-    perceived = {token: PERCEIVED_BY_KIND[kind] for token, kind in shown.values_list("token", "condition__kind")
+    perceived = {token: PERCEIVED_CATCH if (params or {}).get("catch") else PERCEIVED_BY_KIND[kind]
+                 for token, kind, params in shown.values_list("token", "condition__kind", "condition__params")
                  if kind in PERCEIVED_BY_KIND}
     return StudyTarget(base_url.rstrip("/"), study.public_token, services.pilot_key(study), known, perceived)
 

@@ -1,7 +1,7 @@
 """The demo's whole loop, stage by stage, with the platform's own commands: a SYNTHETIC corpus (espeak-ng
 speech, motion driven by it) imported; the seed papers' models trained at demo size and scored; conditions
-ground truth, random alignment, separate, joint, Glow and still rendered on the avatar and the simulated
-robot (plus attention checks); a study with Likert per face region, a MUSHRA-style page and a pairwise page;
+ground truth, random alignment, separate, joint, Glow, still and a lip-sync catch trial rendered on the
+avatar and the simulated robot (plus attention checks and the A/V check); a study with Likert per face region, a MUSHRA-style page and a pairwise page;
 attentive and careless bots through it over HTTP; the significance report; the stimulus bundle.
 
 Every stage is skipped when its result is there and up to date (the corpus by its files' hashes, models
@@ -33,6 +33,7 @@ CONDITION_LINES = {
     "joint": "{{name: joint, kind: model, model: {prefix}-joint}}",
     "glow": "{{name: glow, kind: model, model: {prefix}-glow, temperature: 0.7, seed: 1}}",
     "still": "still",
+    "catch": "{{name: sync-catch, kind: time_shift, ms: 600, catch: true}}",
 }
 
 
@@ -58,10 +59,11 @@ class DemoPlan:
 
 PLANS = {
     "full": DemoPlan(
-        name="demo-synthetic", n_utterances=72, rated_utterances=12,
+        name="demo-synthetic", n_utterances=72, rated_utterances=14,
+        conditions=("ground_truth", "random_alignment", "separate", "joint", "glow", "still", "catch"),
         epochs={"separate": 40, "joint": 40, "forked": 30, "glow": 30, "apc": 10, "audio2landmark": 15,
                 "inverse": 150},
-        render={"width": 384, "height": 384, "fps": 25}, attentive=8, careless=3, n_boot=2000),
+        render={"width": 320, "height": 320, "fps": 25}, attentive=8, careless=3, n_boot=2000),
     "quick": DemoPlan(
         name="demo-synthetic-quick", n_utterances=20, rated_utterances=3, embodiments=("avatar",),
         conditions=("ground_truth", "joint", "still"), mushra=("ground_truth", "joint", "still"),

@@ -242,6 +242,14 @@ def _check_conditions(c: _Checker, raw) -> tuple[list[str], dict]:
                 c.fail(f"{where}.ms", "a time_shift condition needs its shift", "write `ms: 400` (positive: motion late)")
             else:
                 params["ms"] = c.number(entry["ms"], f"{where}.ms", -5000, 5000)
+            if c.boolean(entry["catch"], f"{where}.catch"):  # a lip-sync catch trial: rated low by anyone watching
+                if isinstance(params["ms"], (int, float)) and abs(params["ms"]) < 400:
+                    c.fail(f"{where}.ms", f"a catch trial's shift of {params['ms']:g} ms is too small to notice",
+                           "shift by at least 400 ms (either way)")
+                params["catch"] = True
+        elif entry["catch"] not in (False, None):
+            c.fail(f"{where}.catch", f"`catch` applies to a time_shift condition, not to {kind}",
+                   "make it `{name: NAME, kind: time_shift, ms: 600, catch: true}`, or remove `catch`")
         if kind == "model":
             if not isinstance(entry["model"], str) or not entry["model"]:
                 c.fail(f"{where}.model", "a model condition needs the trained model's name",
@@ -422,7 +430,7 @@ STIMULI_KEYS = {"corpus": None, "conditions": None, "embodiments": ["avatar"], "
 CONDITION_KINDS = ("ground_truth", "random_alignment", "time_shift", "still", "model", "uploaded")
 BUILT_IN_CONDITIONS = ("ground_truth", "random_alignment", "still")
 CONDITION_KEYS = {"name": None, "kind": None, "ms": None, "model": None, "temperature": None, "seed": None,
-                  "description": ""}
+                  "catch": False, "description": ""}
 RENDER_KEYS = {"width": 512, "height": 512, "fps": 25, "background": [226, 231, 238], "framing": "head",
                "lighting": "studio", "robot_model": None, "avatar": None}
 QUALITY_KEYS = {

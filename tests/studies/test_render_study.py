@@ -182,3 +182,15 @@ def test_a_study_may_render_on_a_custom_avatar_and_a_missing_one_is_named(corpus
         call_command("render_study", str(missing))
     failed = RenderJob.objects.filter(status="failed")
     assert failed.count() == 2 and all("nowhere.yaml is not a file" in j.error for j in failed)
+
+
+def test_a_catch_trial_condition_renders_shifted_motion_with_a_known_answer(corpus, tmp_path):
+    text = SPEC.format(model="unused", embodiments="avatar", attention=0, recorded="")
+    text = text.replace("    - {name: joint-model, kind: model, model: unused}\n",
+                        "    - {name: sync-catch, kind: time_shift, ms: 600, catch: true}\n")
+    path = tmp_path / "catch.yaml"
+    path.write_text(text)
+    call_command("render_study", str(path))
+    made = Stimulus.objects.filter(condition__name="sync-catch")
+    assert made.count() == 2
+    assert all(s.recipe.get("recipe") == "catch_trial" and s.expected_answer == {"mismatch": True} for s in made)

@@ -88,3 +88,17 @@ def test_reference_writes_defaults_in_yaml_that_reads_back_as_the_code_defaults(
     assert not any(word in text.split() for word in ("None", "False", "True"))
     block = text[text.index("quality:"):text.index("recruitment:")]
     assert yaml.safe_load(block)["quality"] == QUALITY_KEYS
+
+
+def test_a_time_shift_condition_may_be_a_catch_trial_and_nothing_else_may():
+    text = ("slug: catch\ntitle: Catch\nstimuli:\n  corpus: c\n  conditions:\n    - ground_truth\n"
+            "    - {name: sync-catch, kind: time_shift, ms: 600, catch: true}\n"
+            "questions:\n  nat: {type: likert, prompt: \"Natural\"}\npages:\n  - {type: trials, question: nat}\n"
+            "  - {type: completion}\n")
+    spec = parse_spec(text)
+    assert spec["stimuli"]["condition_definitions"]["sync-catch"]["params"] == {"ms": 600, "catch": True}
+    small = problems(text.replace("ms: 600", "ms: 200"))
+    assert any(p.path.endswith(".ms") and "at least 400 ms" in p.fix for p in small)
+    wrong = problems(text.replace("{name: sync-catch, kind: time_shift, ms: 600, catch: true}",
+                                  "{name: m, kind: model, model: x, catch: true}"))
+    assert any(p.path.endswith(".catch") and "time_shift" in p.message for p in wrong)
