@@ -1,5 +1,6 @@
 """The Celery app: queues `inference`, `render`, `hardware`; tasks acknowledged late and re-queued when
 the worker running them dies, so a killed worker never loses work (tasks must be idempotent)."""
+import logging
 import os
 
 from celery import Celery
@@ -30,3 +31,11 @@ app.conf.update(
     accept_content=["json"],
 )
 app.autodiscover_tasks()
+
+
+def _quiet_embedded_broker_host(record) -> bool:
+    """The embedded broker (filesystem://) has no host by design; kombu warns about it on every connection."""
+    return "No hostname was supplied" not in record.getMessage()
+
+
+logging.getLogger("kombu.connection").addFilter(_quiet_embedded_broker_host)
