@@ -412,3 +412,14 @@ def test_the_doc_walkthrough_trains_generates_and_scores_the_own_model(db, regis
     evaluate_args = replace_option(calls["evaluate_models"], "--corpus", "doc-own-model") + ["--split", "train"]
     out, _ = run_command("evaluate_models", *evaluate_args)
     assert model.name in out
+
+
+def test_a_bad_model_kinds_variable_is_a_system_check_error(monkeypatch):
+    """Reported when the site or a command starts (manage.py check), not on the first page listing models."""
+    from django.core import checks
+
+    monkeypatch.setenv("EVALSITE_MODEL_KINDS", "separate=somewhere.else")
+    errors = [e for e in checks.run_checks() if e.id == "studies.E001"]
+    assert len(errors) == 1 and "built in" in errors[0].msg
+    monkeypatch.delenv("EVALSITE_MODEL_KINDS")
+    assert not [e for e in checks.run_checks() if e.id == "studies.E001"]
