@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .models import Condition, Corpus, Utterance
+from .rendering import av_check_condition
 
 DEMO_CORPUS = "demo"
 SENTENCES = [
@@ -102,8 +103,7 @@ AV_CHECK_CAPTION = "Listen, then type the three numbers you hear"
 
 def _av_check_utterance(corpus: Corpus, rng: random.Random) -> tuple[Utterance, Condition]:
     """The corpus's audio/video-check utterance: three spoken digits (made once)."""
-    condition, _ = Condition.objects.get_or_create(
-        name="av-check", defaults={"kind": Condition.Kind.AV_CHECK, "description": CONDITIONS[-1][2]})
+    condition = av_check_condition()
     digits = "".join(str(rng.randrange(1, 10)) for _ in range(3))
     av_text = "Please type these three numbers: " + ", ".join(DIGIT_WORDS[int(d)] for d in digits) + "."
     rel = f"corpora/{corpus.name}/avcheck.wav"

@@ -94,11 +94,16 @@ def study_cells(spec: dict) -> list[tuple[Utterance, Condition, str]]:
                 cells.append((u, attention, e))
     av_check = av_check_utterance(spec, corpus)
     if av_check is not None:  # spoken digits on the study's first embodiment, its face at rest
-        condition, _ = Condition.objects.get_or_create(
-            name=AV_CHECK_CONDITION, defaults={"kind": Condition.Kind.AV_CHECK,
-                                               "description": "Spoken digits the participant types in."})
-        cells.append((av_check, condition, stim["embodiments"][0]))
+        cells.append((av_check, av_check_condition(), stim["embodiments"][0]))
     return cells
+
+
+def av_check_condition() -> Condition:
+    """The one audio/video-check condition (made once)."""
+    condition, _ = Condition.objects.get_or_create(
+        name=AV_CHECK_CONDITION,
+        defaults={"kind": Condition.Kind.AV_CHECK, "description": "Spoken digits the participant types in."})
+    return condition
 
 
 def av_check_utterance(spec: dict, corpus: Corpus) -> Utterance | None:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.docs import assert_parses
+from tests.docs import assert_parses, fenced_blocks, manage_calls
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS_DOC = REPO / "docs" / "corpus.md"
@@ -37,9 +37,8 @@ OWN_MODEL = REPO / "docs" / "examples" / "own_model"
 
 
 def fenced(doc: Path, lang: str) -> list[str]:
-    """The bodies of the doc's fenced blocks of language `lang` ("" for blocks without one)."""
-    return [body for found, body in re.findall(r"^```(\w*)\n(.*?)^```", doc.read_text(encoding="utf-8"), re.M | re.S)
-            if found == lang]
+    """The bodies of the doc's fenced blocks whose info string is exactly `lang` ("" for blocks without one)."""
+    return [body for info, body in fenced_blocks(doc.read_text(encoding="utf-8")) if info == lang]
 
 
 def shell_lines(doc: Path) -> list[list[str]]:
@@ -55,12 +54,7 @@ def shell_lines(doc: Path) -> list[list[str]]:
 
 def manage_commands(doc: Path) -> list[tuple[str, list[str]]]:
     """(command, arguments) of every `manage.py` call in the doc's ```sh blocks."""
-    calls = []
-    for tokens in shell_lines(doc):
-        at = [i for i, t in enumerate(tokens) if t.endswith("manage.py")]
-        if at:
-            calls.append((tokens[at[0] + 1], tokens[at[0] + 2:]))
-    return calls
+    return [(words[0], words[1:]) for words in manage_calls(doc.read_text(encoding="utf-8"))]
 
 
 def exports(doc: Path) -> dict[str, str]:

@@ -23,18 +23,17 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.docs import FENCE, fenced_blocks as markdown_blocks
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 GUIDE = {name: DOCS / f"{name}.md" for name in ("recruiting", "deploy", "avatar", "robot")}
 
 
 # --------------------------------------------------------------------------------------- markdown helpers
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
-
-
 def fenced_blocks(path: Path, language: str | None = None) -> list[tuple[str, str]]:
     """(info string, body) of each fenced block, optionally only those whose info starts with `language`."""
-    blocks = [(m.group(1).strip(), m.group(2)) for m in FENCE.finditer(path.read_text(encoding="utf-8"))]
+    blocks = markdown_blocks(path.read_text(encoding="utf-8"))
     return [b for b in blocks if language is None or b[0].split(" ")[0] == language]
 
 

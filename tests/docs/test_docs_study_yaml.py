@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import re
-import shlex
 import zipfile
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from django.core.management import CommandError, call_command, get_commands, loa
 from studies import design, spec as spec_module
 from studies.spec import (CONDITION_KEYS, MTURK_KEYS, QUALITY_KEYS, RECRUITMENT_KEYS, RENDER_KEYS, STIMULI_KEYS,
                           TOP_KEYS, SpecError, page_treatments, parse_spec)
-from tests.docs import assert_parses
+from tests.docs import assert_parses, fenced_blocks, manage_calls
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -30,11 +29,6 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 # ----------------------------------------------------------------------------------------- Markdown helpers
 def read(name: str) -> str:
     return (DOCS / name).read_text(encoding="utf-8")
-
-
-def fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """(info string, body) of every fenced block, in order."""
-    return [(m.group(1).strip(), m.group(2)) for m in re.finditer(r"^```([^\n]*)\n(.*?)^```\s*$", text, re.S | re.M)]
 
 
 def sections(text: str) -> dict[str, str]:
@@ -330,22 +324,9 @@ def test_validation_message_example_is_what_load_study_prints(tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------------------- shell lines
-def manage_lines(name: str) -> list[list[str]]:
-    """Every `manage.py ...` line of the ```sh blocks of a doc, as argument lists (comments removed)."""
-    out = []
-    for info, body in fenced_blocks(read(name)):
-        if info != "sh":
-            continue
-        for line in body.splitlines():
-            words = shlex.split(line, comments=True)
-            if "manage.py" in words:
-                out.append(words[words.index("manage.py") + 1:])
-    return out
-
-
 @pytest.mark.parametrize("name", [STUDY_YAML, "concepts.md", "statistics.md", "bundle.md"])
 def test_every_manage_py_line_parses_with_the_commands_own_arguments(name):
-    lines = manage_lines(name)
+    lines = manage_calls(read(name))
     assert lines, f"docs/{name} shows no manage.py command"
     for words in lines:
         assert_parses(words, f"docs/{name}")
