@@ -15,7 +15,9 @@ source. Motion comes in one of these formats (the layout each becomes is in brac
   rate comes from the `Timecode` column (HH:MM:SS:FF.fff, the fraction a sub-frame).
 - Landmark CSV (`landmarks:ibug68` for 68 points, `landmarks:mediapipe468` for 468): columns x0..xN,
   y0..yN and optionally z0..zN (or x_0, ...; blocked or interleaved, matched by name), plus optional
-  `frame` and `timestamp`/`time`. A missing z is 0. Or NPY arrays [T, N, 2|3].
+  `frame` and `timestamp`/`time`. A missing z is 0. Or NPY arrays [T, N, 2|3]. Each file's unit (mm, m,
+  px, normalised) is declared (`landmark_units` option or metadata.csv column) or told from the values
+  (`resolve_landmark_units`); metres become mm, and one corpus holds landmarks in one unit only.
 - The platform's own clip `.npz` (MotionClip.save).
 
 Frame rates: a file with timestamps (OpenFace `timestamp`, Live Link `Timecode`, a landmark `timestamp`)
@@ -31,7 +33,7 @@ frames (edges hold the nearest good frame) and reports the count; `"reject"` rej
 more than `max_bad_fraction` of frames bad the utterance is rejected under either policy.
 
 Optional `metadata.csv` (one per source): a column `utterance` (or `name`, or `file`), and `speaker`,
-`emotion`, `transcript`, `fps`; other columns are kept as the utterance's metadata.
+`emotion`, `transcript`, `fps`, `landmark_units`; other columns are kept as the utterance's metadata.
 
 Every problem names the file and, for CSV, the line as a person counts it (the header is line 1).
 By default nothing is written when any utterance has an error, and all errors are listed at once;
@@ -83,6 +85,14 @@ RATE_TOLERANCE = 0.005
 # Timecode frame-count bases (the FF field counts 0..base-1 within a second).
 TIMECODE_BASES = (24, 25, 30, 48, 50, 60, 100, 120)
 LANDMARK_LAYOUTS = {68: "landmarks:ibug68", 468: "landmarks:mediapipe468"}
+# The units landmark files come in: millimetres and metres (metric: 3-D face models, depth cameras), pixels
+# and normalised image coordinates (pixels divided by the image's width and height, as MediaPipe writes).
+LANDMARK_UNITS = ("mm", "m", "px", "normalised")
+# A face's size in a frame: the RMS distance of its points from their centre in x and y (a human face, and
+# the platform's iBUG-68 face, measures about 53 mm so). A file's size (median over frames) must lie in its
+# unit's range; the ranges are wide (a third to three times a face) and the metric ones do not overlap.
+FACE_SIZE_RANGES = {"mm": (15.0, 150.0), "m": (0.015, 0.15), "px": (2.0, math.inf), "normalised": (0.0, 0.5)}
+MAX_SIZE_CHANGE = 10.0  # within one file: frames whose faces differ more in size are in different units
 
 Progress = Callable[[int, int], None]
 
@@ -237,6 +247,7 @@ class _Options:
     low_confidence: str
     max_bad_fraction: float
     allow_partial: bool
+    landmark_units: str | None = None  # declared for every landmark file (a metadata.csv row may override)
 
 
 @dataclass
@@ -284,6 +295,7 @@ def import_corpus(
     low_confidence: str = "interpolate",
     max_bad_fraction: float = 0.2,
     allow_partial: bool = False,
+    landmark_units: str | None = None,
     limits: ArchiveLimits = ArchiveLimits(),
     workers: int | None = None,
     progress: Progress | None = None,
@@ -293,18 +305,22 @@ def import_corpus(
     `destination` must not exist; it is created only if the import succeeds (`result.ok`), complete,
     by renaming a staging folder beside it. `fps` is the corpus frame rate: clips recorded at another
     rate are resampled to it, and files without timing are taken to be at it. `progress(done, total)`
-    is called as utterances are checked. Problems in the data are reported in the result, never raised;
-    a bad option raises ValueError.
+    is called as utterances are checked. `landmark_units` (one of LANDMARK_UNITS) declares the unit of every
+    landmark file, which is otherwise told from its values (a metadata.csv `landmark_units` column declares
+    it per utterance). Problems in the data are reported in the result, never raised; a bad option raises
+    ValueError.
     """
     options = _Options(fps=_check_options(fps, confidence_threshold, low_confidence, max_bad_fraction),
                        confidence_threshold=float(confidence_threshold), low_confidence=low_confidence,
-                       max_bad_fraction=float(max_bad_fraction), allow_partial=bool(allow_partial))
+                       max_bad_fraction=float(max_bad_fraction), allow_partial=bool(allow_partial),
+                       landmark_units=_check_landmark_units(landmark_units))
     source, destination = Path(source), Path(destination)
     result = ImportResult(source=str(source), root=None, utterances=[], problems=[],
                           options={"fps": options.fps, "confidence_threshold": options.confidence_threshold,
                                    "low_confidence": options.low_confidence,
                                    "max_bad_fraction": options.max_bad_fraction,
-                                   "allow_partial": options.allow_partial})
+                                   "allow_partial": options.allow_partial,
+                                   "landmark_units": options.landmark_units})
     if destination.exists():
         result.problems.append(Problem("", f"the destination {destination} already exists; choose another "
                                            f"name or remove it first"))
@@ -351,6 +367,12 @@ def _check_options(fps, confidence_threshold, low_confidence, max_bad_fraction) 
     return None if fps is None else float(fps)
 
 
+def _check_landmark_units(unit: str | None) -> str | None:
+    if unit is not None and unit not in LANDMARK_UNITS:
+        raise ValueError(f"landmark_units must be one of {', '.join(LANDMARK_UNITS)}, got {unit!r}")
+    return unit
+
+
 def _fatal(result: ImportResult, options: _Options) -> bool:
     """Whether the errors forbid writing: any error, or under allow_partial one that is not an utterance's."""
     if options.allow_partial:
@@ -390,10 +412,25 @@ def _import_folder(root: Path, staging: Path, options: _Options, result: ImportR
         return
     result.fps = _settle_frame_rate(staged, staging, options, result)
     result.utterances = [staged[name].utterance for name in sorted(staged)]
+    _check_one_landmark_unit(result)
     if len(result.layouts) > 1:
         result.problems.append(Problem("", "the corpus mixes motion layouts (" + ", ".join(
             f"{name}: {n}" for name, n in result.layouts.items()) + "); models train on one layout, so retarget "
             "or import them as separate corpora", severity="warning"))
+
+
+def _check_one_landmark_unit(result: ImportResult) -> None:
+    """Landmarks in different units (after metres became mm) cannot share a corpus: models, PCA and the
+    landmark errors of `evaluate_models` would mix pixels with millimetres."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for u in result.utterances:
+        if "landmark_units" in u.metadata:
+            groups[u.metadata["landmark_units"]].append(u.metadata["source_motion"])
+    if len(groups) > 1:
+        listing = "; ".join(f"{unit}: {len(files)} ({_names(files)})" for unit, files in sorted(groups.items()))
+        result.problems.append(Problem("", f"the landmark files are in different units ({listing}); a corpus "
+                                           f"holds one unit: convert them to one, or import them as separate "
+                                           f"corpora"))
 
 
 def _settle_frame_rate(staged: dict[str, _Staged], staging: Path, options: _Options,
@@ -559,6 +596,10 @@ def _attach_metadata(path: Path, rel: str, candidates: list[_Candidate]) -> list
                 problems.append(Problem(rel, f"fps {values['fps']!r} is not a positive number", line=line,
                                         utterance=name))
                 continue
+        if values.get("landmark_units") and values["landmark_units"] not in LANDMARK_UNITS:
+            problems.append(Problem(rel, f"landmark_units {values['landmark_units']!r} is not one of "
+                                         f"{', '.join(LANDMARK_UNITS)}", line=line, utterance=name))
+            continue
         by_name[name].meta = {k: v for k, v in values.items() if k != name_key}
     missing = [c.name for c in candidates if c.name not in seen]
     if missing:
@@ -584,7 +625,8 @@ def _stage_utterance(cand: _Candidate, staging: Path, options: _Options) -> tupl
         except InvalidInput as exc:
             problems.append(replace(exc.problem, utterance=cand.name))
         try:
-            motion = _read_motion(cand.motion, cand.motion_rel, options)
+            motion = _read_motion(cand.motion, cand.motion_rel, options,
+                                  landmark_units=cand.meta.get("landmark_units") or options.landmark_units)
             problems.extend(replace(p, utterance=cand.name) for p in motion.warnings)
         except InvalidInput as exc:
             problems.append(replace(exc.problem, utterance=cand.name))
@@ -608,9 +650,12 @@ def _stage_utterance(cand: _Candidate, staging: Path, options: _Options) -> tupl
             layout=clip.layout, n_frames=clip.n_frames, audio_path=wav.name,
             original_path=f"original/{original.name}", clip_path=f"motion/{clip_path.name}",
             interpolated_frames=motion.interpolated,
-            metadata={**{k: v for k, v in cand.meta.items() if k not in ("speaker", "emotion", "transcript", "fps")},
+            metadata={**{k: v for k, v in cand.meta.items()
+                         if k not in ("speaker", "emotion", "transcript", "fps", "landmark_units")},
                       "source_audio": cand.audio_rel, "source_motion": cand.motion_rel,
-                      "source_format": motion.source_format, "audio_sha256": audio.content_sha256(cand.audio)},
+                      "source_format": motion.source_format, "audio_sha256": audio.content_sha256(cand.audio),
+                      **({"landmark_units": motion.metadata["landmark_units"]}
+                         if "landmark_units" in motion.metadata else {})},
         )
         return _Staged(utterance, rate, duration), problems
     except InvalidInput as exc:
@@ -665,7 +710,8 @@ def _float(text: str | None) -> float | None:
 
 
 def read_motion(path: str | os.PathLike, *, rel: str | None = None, confidence_threshold: float = 0.8,
-                low_confidence: str = "interpolate", max_bad_fraction: float = 0.2) -> ParsedMotion:
+                low_confidence: str = "interpolate", max_bad_fraction: float = 0.2,
+                landmark_units: str | None = None) -> ParsedMotion:
     """Parse one motion file (OpenFace / Live Link Face / landmark CSV, landmark NPY, clip NPZ).
 
     Raises `InvalidInput` with the problem (file, line) when the file cannot be used. `rel` is the name the
@@ -673,16 +719,18 @@ def read_motion(path: str | os.PathLike, *, rel: str | None = None, confidence_t
     """
     _check_options(None, confidence_threshold, low_confidence, max_bad_fraction)
     options = _Options(fps=None, confidence_threshold=confidence_threshold, low_confidence=low_confidence,
-                       max_bad_fraction=max_bad_fraction, allow_partial=False)
-    return _read_motion(Path(path), rel or Path(path).name, options)
+                       max_bad_fraction=max_bad_fraction, allow_partial=False,
+                       landmark_units=_check_landmark_units(landmark_units))
+    return _read_motion(Path(path), rel or Path(path).name, options, landmark_units=options.landmark_units)
 
 
-def _read_motion(path: Path, rel: str, options: _Options) -> ParsedMotion:
+def _read_motion(path: Path, rel: str, options: _Options, *, landmark_units: str | None = None) -> ParsedMotion:
+    """`landmark_units`: the declared unit of a landmark file (None: told from its values)."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _read_npz(path, rel)
     if suffix == ".npy":
-        return _read_npy(path, rel)
+        return _read_npy(path, rel, landmark_units)
     if suffix != ".csv":
         raise InvalidInput(Problem(rel, f"motion files must be .csv, .npy or .npz, not {suffix or 'no extension'}"))
     header, rows = _read_csv(path, rel)
@@ -694,7 +742,7 @@ def _read_motion(path: Path, rel: str, options: _Options) -> ParsedMotion:
     if any(_OPENFACE_HINT.match(c) for c in header):
         return _read_openface(header, rows, rel, options)
     if any(_LANDMARK_COLUMN.match(c) for c in header):
-        return _read_landmark_csv(header, rows, rel)
+        return _read_landmark_csv(header, rows, rel, landmark_units)
     raise InvalidInput(Problem(rel, f"unknown columns {_names(header, 6)}: not an OpenFace 2, Live Link Face or "
                                     f"landmark CSV", line=1))
 
@@ -905,7 +953,9 @@ def _read_openface(header, rows, rel: str, options: _Options) -> ParsedMotion:
     if head is not None:
         head = np.concatenate([np.degrees(head[:, :3]), head[:, 3:]], axis=1)
     return ParsedMotion(layout_name, values, head, fps, "openface2", interpolated=n_bad,
-                        metadata={"units": f"{units}; head pose deg, mm"}, warnings=warnings)
+                        metadata={"units": f"{units}; head pose deg, mm",
+                                  **({"landmark_units": "mm"} if layout_name.startswith("landmarks:") else {})},
+                        warnings=warnings)
 
 
 def _capitalised(name: str) -> str:
@@ -974,7 +1024,7 @@ _LANDMARK_COLUMN = re.compile(r"^([xyz])_?(\d+)$")
 _TIME_COLUMNS = ("timestamp", "time")
 
 
-def _read_landmark_csv(header, rows, rel: str) -> ParsedMotion:
+def _read_landmark_csv(header, rows, rel: str, declared_units: str | None = None) -> ParsedMotion:
     points: dict[str, dict[int, str]] = {"x": {}, "y": {}, "z": {}}
     unknown = []
     for column in header:
@@ -1005,11 +1055,12 @@ def _read_landmark_csv(header, rows, rel: str) -> ParsedMotion:
     time_column = next((c for c in _TIME_COLUMNS if c in header), None)
     if time_column:
         fps = _rate_from_times(_numbers(header, rows, [time_column], rel)[:, 0], lines, rel)
-    return ParsedMotion(LANDMARK_LAYOUTS[n], values, None, fps, "landmark_csv",
-                        metadata={"units": "as tracked", "has_z": bool(points["z"])})
+    resolved, units = resolve_landmark_units(values.reshape(len(rows), n, 3), rel=rel, declared=declared_units)
+    return ParsedMotion(LANDMARK_LAYOUTS[n], resolved.reshape(len(rows), 3 * n), None, fps, "landmark_csv",
+                        metadata={**units, "has_z": bool(points["z"])})
 
 
-def _read_npy(path: Path, rel: str) -> ParsedMotion:
+def _read_npy(path: Path, rel: str, declared_units: str | None = None) -> ParsedMotion:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -1029,9 +1080,79 @@ def _read_npy(path: Path, rel: str) -> ParsedMotion:
                                         f"({int(bad.sum())} NaN/inf value(s) in all)"))
     points = np.zeros((array.shape[0], array.shape[1], 3), dtype=np.float64)
     points[:, :, : array.shape[2]] = array
-    values = points.reshape(array.shape[0], -1)
-    return ParsedMotion(LANDMARK_LAYOUTS[array.shape[1]], values, None, None, "landmark_npy",
-                        metadata={"units": "as tracked", "has_z": array.shape[2] == 3})
+    points, units = resolve_landmark_units(points, rel=rel, declared=declared_units)
+    return ParsedMotion(LANDMARK_LAYOUTS[array.shape[1]], points.reshape(array.shape[0], -1), None, None,
+                        "landmark_npy", metadata={**units, "has_z": array.shape[2] == 3})
+
+
+def face_sizes(points: np.ndarray) -> np.ndarray:
+    """Each frame's face size [T]: the RMS distance of its points [T, N, 2|3] from their centre in x and y."""
+    xy = np.asarray(points, dtype=np.float64)[:, :, :2]
+    return np.sqrt(((xy - xy.mean(axis=1, keepdims=True)) ** 2).sum(axis=2).mean(axis=1))
+
+
+def resolve_landmark_units(points: np.ndarray, *, rel: str, declared: str | None = None) -> tuple[np.ndarray, dict]:
+    """The landmark file's points [T, N, 3] (metres converted to mm, other units as tracked) and the clip
+    metadata that says their unit: `landmark_units` (mm, px or normalised), `landmark_units_from` (declared
+    or values) and `units` in words. Raises InvalidInput naming the file when its frames are not in one unit,
+    when a declared unit does not fit the face's size, or when the values fit no unit or more than one.
+
+    Told from the values (the face's size is `face_sizes`, median over frames): image coordinates (px,
+    normalised) are (nearly) never negative, while metric points (mm, m) surround their origin — a face
+    model's centre — or lie at a camera's depth far beyond the face's size; within each kind the size
+    picks the unit by FACE_SIZE_RANGES.
+    """
+    sizes = face_sizes(points)
+    tracked = sizes > 0
+    if not tracked.any():
+        raise InvalidInput(Problem(rel, "every frame has all its landmarks at one place; the tracking failed — "
+                                        "track the video again"))
+    small, large = int(np.argmin(np.where(tracked, sizes, np.inf))), int(np.argmax(sizes))
+    if sizes[large] > MAX_SIZE_CHANGE * sizes[small]:
+        raise InvalidInput(Problem(rel, f"the face is {sizes[large] / sizes[small]:.0f} times larger in frame "
+                                        f"{large} than in frame {small} (counting from 0): its frames are in "
+                                        f"different units (e.g. pixels and normalised coordinates); export the "
+                                        f"file in one unit"))
+    size = float(np.median(sizes[tracked]))
+    if declared is not None:
+        low, high = FACE_SIZE_RANGES[declared]
+        if not low <= size <= high:
+            raise InvalidInput(Problem(rel, f"its landmarks are declared in {declared}, but the face then measures "
+                                            f"{size:.3g} {declared} (RMS distance of the points from their centre; "
+                                            f"{_expected_size(declared)}); check the file's unit"))
+        unit, source = declared, "declared"
+    else:
+        unit, source = _unit_from_values(points, size, rel), "values"
+    if unit == "m":
+        points = points * 1000.0
+    words = {"mm": "mm", "m": "mm (converted from m)", "px": "px (image pixels, as tracked)",
+             "normalised": "normalised image coordinates (as tracked)"}[unit]
+    return points, {"units": words, "landmark_units": "mm" if unit == "m" else unit, "landmark_units_from": source}
+
+
+def _expected_size(unit: str) -> str:
+    low, high = FACE_SIZE_RANGES[unit]
+    if math.isinf(high):
+        return f"a face in {unit} measures at least {low:g}"
+    return f"a face in {unit} measures {low:g} to {high:g}" if low else f"a face in {unit} measures at most {high:g}"
+
+
+def _unit_from_values(points: np.ndarray, size: float, rel: str) -> str:
+    """The one unit the values fit (see `resolve_landmark_units`); InvalidInput when none or both fit."""
+    xy = points[:, :, :2]
+    negative = float((xy < 0).mean())
+    depth = float(np.median(points[:, :, 2]))
+    metric = negative >= 0.2 or depth > 3 * size  # around a face model's origin, or a camera's depth away
+    image = negative <= 0.05 and not depth > 3 * size
+    kinds = ("mm", "m") if metric else ("px", "normalised") if image else ()
+    fits = [u for u in kinds if FACE_SIZE_RANGES[u][0] <= size <= FACE_SIZE_RANGES[u][1]]
+    if len(fits) == 1:
+        return fits[0]
+    seen = (f"the face measures {size:.3g} (RMS distance of the points from their centre) and {negative:.0%} of "
+            f"the x and y values are negative")
+    raise InvalidInput(Problem(rel, f"the unit of its landmarks cannot be told from the values ({seen}); declare "
+                                    f"it with a landmark_units column in metadata.csv or --landmark-units "
+                                    f"({', '.join(LANDMARK_UNITS)}), or convert the points to one of these units"))
 
 
 def _read_npz(path: Path, rel: str) -> ParsedMotion:

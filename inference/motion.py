@@ -16,6 +16,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,25 @@ FORMAT_VERSION = 1
 
 class MotionError(ValueError):
     """A clip is malformed or does not fit what it is used with; the message says what and how to fix it."""
+
+
+# Every entry of a clip's .npz carries this date, not the time of writing (zip's earliest date, 1980-01-01).
+NPZ_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _write_npz(out, arrays: dict[str, np.ndarray]) -> None:
+    """What `np.savez_compressed` writes (one deflated `NAME.npy` per array, read back by `np.load`), but
+    byte for byte the same for the same arrays: entries in name order, each with a fixed date, permissions
+    and creator system, where numpy stamps the time of writing and the writing machine's system."""
+    with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(arrays):
+            data = io.BytesIO()
+            np.lib.format.write_array(data, np.asanyarray(arrays[name]), allow_pickle=False)
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_DATE_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.create_system = 3            # Unix, whichever system writes it
+            entry.external_attr = 0o644 << 16  # -rw-r--r--
+            archive.writestr(entry, data.getvalue())
 
 
 @dataclass(frozen=True)
@@ -159,7 +179,8 @@ class MotionClip:
     # --- files -----------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the clip as `.npz` atomically (temporary name in the same folder, then rename)."""
+        """Write the clip as `.npz` atomically (temporary name in the same folder, then rename). The same clip
+        always gives the same bytes (see `_write_npz`), so rebuilt corpora and generated clips hash alike."""
         path = Path(path)
         meta = {"format": "motion-clip", "version": FORMAT_VERSION, "fps": self.fps, "layout": self.layout,
                 "metadata": self.metadata}
@@ -172,7 +193,7 @@ class MotionClip:
                           pca_explained=self.basis.explained_variance_ratio,
                           pca_source=np.array([self.basis.source_layout, *self.basis.source_channels], dtype=str))
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        _write_npz(buffer, arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         try:

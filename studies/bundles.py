@@ -31,6 +31,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError
 
+from . import __version__ as PLATFORM_VERSION
 from . import selectors, services
 from .models import Condition, Corpus, Stimulus, StudyVersion
 from .spec import treatments
@@ -218,8 +219,8 @@ def export_bundle(*, version: StudyVersion, out: Path | str, blind: bool = False
                                      [{"stimulus_token": r["token"], "video_url": base_url + r["token"] + ".mp4"}
                                       for r in by_token]),
     }
-    header = {"format": BUNDLE_FORMAT, "platform": PLATFORM, "study": facts["slug"], "version": facts["version"],
-              "version_date": facts["date"], "blind": blind}
+    header = {"format": BUNDLE_FORMAT, "platform": PLATFORM, "platform_version": PLATFORM_VERSION,
+              "study": facts["slug"], "version": facts["version"], "version_date": facts["date"], "blind": blind}
     key_texts = None
     if blind:
         blind_rows = [{c: r[c] for c in BLIND_COLUMNS} for r in by_token]
@@ -229,7 +230,8 @@ def export_bundle(*, version: StudyVersion, out: Path | str, blind: bool = False
         texts["README.txt"] = _readme(facts, n=len(rows), placeholders=n_placeholders, blind=True, base_url=base_url)
         key_texts = {
             "condition_key.csv": _csv_text(KEY_COLUMNS, key_rows),
-            "condition_key.json": _json_text({"format": KEY_FORMAT, "platform": PLATFORM, "study": facts["slug"],
+            "condition_key.json": _json_text({"format": KEY_FORMAT, "platform": PLATFORM,
+                                              "platform_version": PLATFORM_VERSION, "study": facts["slug"],
                                               "version": facts["version"], "version_date": facts["date"],
                                               "columns": KEY_COLUMNS, "stimuli": key_rows}),
             "study.yaml": version.spec_yaml,

@@ -15,7 +15,10 @@ and how to read its output:
   and the parameters it trains;
 - `predict(model, cfg, x, lengths, *, seeds, temperature)` — normalised targets [B, T, D]; a sampling
   model draws row b's noise from `torch.Generator().manual_seed(seeds[b])`, so batching changes nothing;
-- `to_clip(cfg, space, values, fps)` — a MotionClip in a named layout.
+- `to_clip(cfg, space, values, fps)` — a MotionClip in a named layout;
+- `inputs`, `outputs`, `sampling` — what it declares it does: consumes "speech" (the default) or "motion"
+  (the robot inverse model), produces "motion" (the default) or "features" (APC, a speech encoder), and
+  whether its samples differ by seed (Glow). Commands decide by these, never by the kind's name.
 
 `KINDS` lists the kinds `train --model KIND` accepts: the built-in ones below plus any registered from
 outside the package with the environment variable EVALSITE_MODEL_KINDS="kind=python.module,kind2=module2"
@@ -128,6 +131,11 @@ class Stage:
     settings: TrainSettings | None = None  # overrides the config's `train` settings for this stage
 
 
+# What a model consumes and what it produces (Recipe.inputs, Recipe.outputs).
+INPUTS = ("speech", "motion")
+OUTPUTS = ("motion", "features")
+
+
 @dataclass
 class Recipe:
     kind: str
@@ -141,6 +149,24 @@ class Recipe:
     to_clip: Callable
     description: str = ""
     extras: dict = field(default_factory=dict)
+    # Declared capabilities, read by the commands instead of kind names (a kind registered under any name is
+    # handled by what it says it does). The defaults are a speech-driven generator's.
+    inputs: str = "speech"      # "speech": features of `feature_spec`; "motion": landmarks (the robot inverse model)
+    outputs: str = "motion"     # "motion": `to_clip` gives a clip; "features": a speech encoder such as APC
+    sampling: bool = False      # `predict` draws noise from `seeds`: samples of one utterance differ (Glow)
+
+    def __post_init__(self):
+        if self.inputs not in INPUTS:
+            raise ModelKindError(f"model kind {self.kind!r}: Recipe(inputs={self.inputs!r}) is not one of "
+                                 f"{', '.join(INPUTS)}; say what the network consumes")
+        if self.outputs not in OUTPUTS:
+            raise ModelKindError(f"model kind {self.kind!r}: Recipe(outputs={self.outputs!r}) is not one of "
+                                 f"{', '.join(OUTPUTS)}; say what the network produces")
+
+    @property
+    def generates_motion_from_speech(self) -> bool:
+        """Whether the model turns speech into a motion clip (the models `evaluate_models` scores)."""
+        return self.inputs == "speech" and self.outputs == "motion"
 
 
 def recipe(kind: str) -> Recipe:

@@ -126,6 +126,6 @@ RECIPE = Recipe(
     kind="apc", Config=Config, feature_spec=feature_spec,
     fit_space=lambda cfg, clips: {"predicts": "features", "shift": cfg.shift},
     targets=lambda cfg, space, clip: None,
-    build=build, stages=stages, predict=predict, to_clip=to_clip,
+    build=build, stages=stages, predict=predict, to_clip=to_clip, outputs="features",
     description="autoregressive predictive coding: a GRU predicts the log-mel frame n steps ahead, L1 (Chung et al.)",
 )

@@ -442,5 +442,5 @@ RECIPE = Recipe(
     stages=stages, predict=predict, to_clip=to_clip,
     description="conditional Glow over motion windows: brows, blinks and head rotation from log-mel "
                 "(Jonell et al. 2020, MoGlow)",
-    extras={"log_likelihood": log_likelihood},
+    extras={"log_likelihood": log_likelihood}, sampling=True,
 )

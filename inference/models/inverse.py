@@ -275,7 +275,7 @@ RECIPE = Recipe(
     kind="inverse", Config=Config, feature_spec=lambda cfg: None,
     fit_space=_pairs_only, targets=_pairs_only,
     build=build, stages=stages, predict=predict,
-    to_clip=lambda cfg, space, values, fps: motor_clip(space, values, fps),
+    to_clip=lambda cfg, space, values, fps: motor_clip(space, values, fps), inputs="motion",
     description="robot inverse model: landmarks → motor commands, a per-frame MLP (motor babbling pairs)",
 )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import __version__ as evalsite_version
 from . import descriptive, exclusions, figures, inferential, power, preference, robustness, tidy
 from .errors import AnalysisError
 
@@ -71,7 +72,8 @@ def _versions() -> dict:
     import statsmodels
 
     return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "pandas": pd.__version__, "statsmodels": statsmodels.__version__, "matplotlib": matplotlib.__version__}
+            "pandas": pd.__version__, "statsmodels": statsmodels.__version__, "matplotlib": matplotlib.__version__,
+            "evalsite": evalsite_version}
 
 
 def _methods(settings: dict) -> dict:

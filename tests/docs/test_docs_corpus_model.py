@@ -166,22 +166,14 @@ def _load_make_examples(monkeypatch):
 
 
 def test_make_examples_remakes_the_shipped_files(tmp_path, monkeypatch):
-    from inference.motion import MotionClip
-
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository root on sys.path
     _load_make_examples(monkeypatch).make_examples(tmp_path)
     shipped = sorted(p.relative_to(EXAMPLES) for p in EXAMPLES.rglob("*")
                      if p.is_file() and p.parent != EXAMPLES and "__pycache__" not in p.parts)
     made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert made == shipped
-    for rel in shipped:
-        if rel.suffix == ".npz":  # a zip: entries carry time stamps, so compare what the clip holds
-            a, b = MotionClip.load(EXAMPLES / rel), MotionClip.load(tmp_path / rel)
-            assert (a.fps, a.layout, a.channels, a.metadata) == (b.fps, b.layout, b.channels, b.metadata), rel
-            np.testing.assert_array_equal(a.values, b.values)
-            np.testing.assert_array_equal(a.head_pose, b.head_pose)
-        else:
-            assert (EXAMPLES / rel).read_bytes() == (tmp_path / rel).read_bytes(), f"{rel} differs"
+    for rel in shipped:  # byte for byte, the clips (.npz) too: MotionClip.save writes the same bytes every time
+        assert (EXAMPLES / rel).read_bytes() == (tmp_path / rel).read_bytes(), f"{rel} differs"
 
 
 def test_the_examples_last_as_long_as_the_doc_says():

@@ -25,6 +25,35 @@ def test_save_and_load_round_trip_everything(tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
+def test_the_same_clip_saved_at_other_times_on_other_systems_gives_the_same_bytes(tmp_path, monkeypatch):
+    """A rebuilt corpus or a regenerated clip must hash the same: zip stamps each entry with a date and the
+    writing system (numpy's savez leaves both to zipfile: the system it runs on, and a date only CPython's
+    current default keeps fixed)."""
+    import sys
+    import time
+    import zipfile
+
+    clips = [arkit_clip(seed=s) for s in range(3)]
+    pc = to_pca(clips[0], fit_pca(clips, k=5))  # every kind of entry: values, head pose, basis, metadata
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_000.0)  # 2001, on Linux
+    first = pc.save(tmp_path / "first.npz").read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # 2023, on Windows
+    monkeypatch.setattr(sys, "platform", "win32")
+    second = pc.save(tmp_path / "second.npz").read_bytes()
+    monkeypatch.undo()
+    assert first == second
+    with zipfile.ZipFile(tmp_path / "second.npz") as archive:  # still the .npz numpy writes and reads
+        entries = archive.infolist()
+        assert [e.filename for e in entries] == sorted(e.filename for e in entries)
+        assert {e.date_time for e in entries} == {(1980, 1, 1, 0, 0, 0)}
+        assert {e.compress_type for e in entries} == {zipfile.ZIP_DEFLATED}
+    with np.load(tmp_path / "second.npz", allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["values"], pc.values)
+    back = MotionClip.load(tmp_path / "second.npz")
+    assert back.metadata == pc.metadata and back.basis.k == 5
+    np.testing.assert_array_equal(back.head_pose, pc.head_pose)
+
+
 def test_pca_clip_carries_its_basis_through_a_file(tmp_path):
     clips = [arkit_clip(seed=s) for s in range(3)]
     basis = fit_pca(clips, k=5)

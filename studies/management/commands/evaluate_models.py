@@ -3,6 +3,8 @@
 Generates each model's clips for the split (kept for reuse), scores them against the recorded motion beside
 the random-alignment and still baselines (inference/evaluation.py), and writes a model × region table as
 CSV and Markdown (MEDIA_ROOT/reports/<corpus>/objective_metrics.*), which the significance report includes.
+Only models whose recipe declares that they make motion from speech are scored (not a speech encoder such
+as APC, nor a robot inverse model, which consumes motion), whatever name their kind is registered under.
 """
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from inference.models import ModelKindError, recipe
 from studies import generators
 from studies.models import Corpus, TrainedModel
 
@@ -22,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--models", help="comma-separated model names (default: every finished model of the corpus)")
         parser.add_argument("--split", default="test", help="the held-out split (default test)")
         parser.add_argument("--seed", type=int, default=0, help="seed for sampling models and random alignment")
-        parser.add_argument("--samples", type=int, default=3, help="samples per utterance for diversity (glow)")
+        parser.add_argument("--samples", type=int, default=3,
+                            help="samples per utterance for diversity (sampling models such as glow)")
         parser.add_argument("--out", help="output folder (default MEDIA_ROOT/reports/<corpus>)")
 
     def handle(self, *args, **opts):
@@ -33,15 +37,15 @@ class Command(BaseCommand):
         corpus = Corpus.objects.filter(name=opts["corpus"]).first()
         if corpus is None:
             raise CommandError(f"no corpus named {opts['corpus']!r}")
-        models = TrainedModel.objects.filter(corpus=corpus, status=TrainedModel.Status.DONE)
-        models = models.exclude(kind__in=("apc", "inverse"))  # they make no motion from speech
+        finished = TrainedModel.objects.filter(corpus=corpus, status=TrainedModel.Status.DONE)
         if opts["models"]:
             wanted = [n.strip() for n in opts["models"].split(",") if n.strip()]
-            missing = sorted(set(wanted) - set(models.filter(name__in=wanted).values_list("name", flat=True)))
+            finished = finished.filter(name__in=wanted)
+        models = [m for m in finished.order_by("name") if _generates_motion_from_speech(m)]
+        if opts["models"]:
+            missing = sorted(set(wanted) - {m.name for m in models})
             if missing:
                 raise CommandError(f"not finished generator models of {corpus.name}: {', '.join(missing)}")
-            models = models.filter(name__in=wanted)
-        models = list(models.order_by("name"))
         if not models:
             raise CommandError(f"corpus {corpus.name} has no finished generator models; train one with `manage.py train`")
         items = generators.corpus_items(corpus, splits=(opts["split"],))
@@ -56,7 +60,7 @@ class Command(BaseCommand):
                 rels = generators.generate_split(model=model, split=opts["split"], seed=opts["seed"])
                 generated[model.name] = {i.name: _fit(MotionClip.load(media / r), ref)
                                          for i, r, ref in zip(items, rels, refs)}
-                if model.kind == "glow" and opts["samples"] > 1:
+                if recipe(model.kind).sampling and opts["samples"] > 1:
                     runs = [generators.generate_split(model=model, split=opts["split"], seed=opts["seed"] + k)
                             for k in range(opts["samples"])]
                     samples[model.name] = {i.name: [MotionClip.load(media / run[n]) for run in runs]
@@ -68,6 +72,15 @@ class Command(BaseCommand):
         csv_path, md_path = generators.evaluation_write(table, out_dir)
         self.stdout.write(table.to_markdown())
         self.stdout.write(f"\nwrote {csv_path} and {md_path}")
+
+
+def _generates_motion_from_speech(model: TrainedModel) -> bool:
+    """Whether the model makes motion from speech, as its kind's recipe declares (not by the kind's name: a
+    kind registered under any name, e.g. another robot inverse model, is judged by what it consumes)."""
+    try:
+        return recipe(model.kind).generates_motion_from_speech
+    except ModelKindError as exc:  # e.g. a registered kind whose EVALSITE_MODEL_KINDS entry is missing here
+        raise CommandError(f"model {model.name}: {exc}") from None
 
 
 def _fit(clip, ref):

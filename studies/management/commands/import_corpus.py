@@ -10,7 +10,7 @@ import shutil
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from inference.importers import LOW_CONFIDENCE_POLICIES, import_corpus
+from inference.importers import LANDMARK_UNITS, LOW_CONFIDENCE_POLICIES, import_corpus
 from studies import corpora
 from studies.services import ServiceError
 
@@ -43,6 +43,9 @@ class Command(BaseCommand):
                             help="interpolate bad frames linearly, or reject the utterance (default interpolate)")
         parser.add_argument("--max-bad-fraction", type=float, default=0.2,
                             help="reject an utterance with more than this share of bad frames (default 0.2)")
+        parser.add_argument("--landmark-units", choices=LANDMARK_UNITS,
+                            help="the unit of every landmark file (metres are converted to mm); default: told from "
+                                 "each file's values, or a landmark_units column in metadata.csv")
         parser.add_argument("--split-by", choices=("speaker", "utterance"), default="speaker",
                             help="keep each speaker in one split, or split utterances freely (default speaker)")
         parser.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions (default 0.8,0.1,0.1)")
@@ -72,7 +75,7 @@ class Command(BaseCommand):
             result = import_corpus(
                 opts["path"], staging, fps=opts["fps"], confidence_threshold=opts["confidence_threshold"],
                 low_confidence=opts["low_confidence"], max_bad_fraction=opts["max_bad_fraction"],
-                allow_partial=opts["allow_partial"], progress=progress)
+                allow_partial=opts["allow_partial"], landmark_units=opts["landmark_units"], progress=progress)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         finally:
