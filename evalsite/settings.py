@@ -33,8 +33,8 @@ if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set in the environment when EVALSITE_ENV=production.")
     SECRET_KEY = "dev-only-insecure-key-change-me-" + "x" * 32
-# Worker IDs from MTurk/Prolific are stored only as HMACs keyed with this secret.
-PARTICIPANT_ID_HMAC_KEY = os.environ.get("PARTICIPANT_ID_HMAC_KEY", SECRET_KEY)
+# Worker IDs from MTurk/Prolific are stored only as HMACs keyed with this secret (never an empty key).
+PARTICIPANT_ID_HMAC_KEY = os.environ.get("PARTICIPANT_ID_HMAC_KEY") or SECRET_KEY
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")

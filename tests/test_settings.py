@@ -39,6 +39,16 @@ def test_database_and_broker_urls_are_read_from_the_environment():
                                 "['a.example',", "'b.example']"], r.stderr
 
 
+def test_an_empty_participant_id_key_falls_back_to_the_secret_key():
+    """Worker ids are never hashed with an empty key, whatever an env file leaves blank."""
+    code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='evalsite.settings'; django.setup();"
+            "from django.conf import settings as s; print(s.PARTICIPANT_ID_HMAC_KEY == s.SECRET_KEY == 'k' * 50)")
+    for key in ("", "own-key"):
+        env = dict(os.environ, SECRET_KEY="k" * 50, PARTICIPANT_ID_HMAC_KEY=key)
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.stdout.strip() == ("True" if key == "" else "False"), r.stderr
+
+
 def test_the_default_broker_is_embedded_and_needs_no_server():
     code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='evalsite.settings'; django.setup();"
             "from evalsite.celery import app; print(app.conf.broker_url, app.conf.task_acks_late,"

@@ -351,7 +351,7 @@ def test_deploy_compose_override_is_valid():
     extra = DOCKER / f".test-docs-override-{os.getpid()}.yml"
     try:
         extra.write_text(body)
-        env = dict(os.environ, SECRET_KEY="x" * 50, POSTGRES_PASSWORD="pw")
+        env = dict(os.environ, SECRET_KEY="x" * 50, PARTICIPANT_ID_HMAC_KEY="h" * 50, POSTGRES_PASSWORD="pw")
         r = subprocess.run([exe, "-f", str(DOCKER / "compose.yml"), "-f", str(extra), "config"], env=env,
                            capture_output=True, text=True)
     finally:
@@ -369,8 +369,8 @@ def test_deploy_health_check_advice_matches_the_compose_file():
     test = " ".join(_compose()["services"]["web"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8000/healthz" in test and "http://127.0.0.1:8000/healthz" in GUIDE["deploy"].read_text()
     assert resolve("/healthz").url_name == "health"
-    nginx = (DOCKER / "nginx.conf").read_text()
-    assert "location /protected-media/" in nginx and "internal;" in nginx
+    locations = (DOCKER / "nginx-locations.conf").read_text()  # included by both nginx sites
+    assert "location /protected-media/" in locations and "internal;" in locations
     assert _compose()["x-app-env"]["MEDIA_ACCEL_REDIRECT_PREFIX"] == "/protected-media/"
 
 
