@@ -351,11 +351,18 @@ class _CrossedREML:
         converged, message = True, ""
         theta = np.ones(k)
         if k:
-            found = optimize.minimize(self.deviance, theta, method="L-BFGS-B", bounds=[(0.0, None)] * k,
+            bounds = [(0.0, None)] * k
+            found = optimize.minimize(self.deviance, theta, method="L-BFGS-B", bounds=bounds,
                                       options={"maxiter": _MAX_ITER})
-            theta, converged, message = found.x, bool(found.success), str(found.message)
             if not np.isfinite(found.fun):
                 raise ValueError("the likelihood is not finite at any variance tried")
+            # L-BFGS-B's finite-difference gradient can stop it early where the criterion is flat (few
+            # participants, say): a derivative-free polish from there, as lme4 finishes with Nelder–Mead/BOBYQA,
+            # and the better of the two is kept.
+            polished = optimize.minimize(self.deviance, found.x, method="Nelder-Mead", bounds=bounds,
+                                         options={"maxiter": _MAX_ITER, "xatol": 1e-7, "fatol": 1e-10})
+            best = polished if np.isfinite(polished.fun) and polished.fun < found.fun else found
+            theta, converged, message = best.x, bool(found.success or polished.success), str(best.message)
         r2, _, factor, solution = self._solve(theta)
         sigma2 = r2 / (self.n - self.p)
         p = self.p

@@ -51,7 +51,8 @@ def test_channels_that_never_move_do_not_count(refs):
     values = _table(evaluate({"flat": still}, refs, baselines=False))
     face_ccc = {key: v for key, v in values.items() if key[2] == "ccc" and key[1] != "head"}
     assert len(face_ccc) >= 4
-    assert all(v == pytest.approx(0.0, abs=1e-9) for v in face_ccc.values()), face_ccc
+    # (landmarks are aligned before scoring; the float rounding of that leaves up to ~1e-9, far from 1)
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in face_ccc.values()), face_ccc
 
 
 def test_random_alignment_is_seeded_prefers_the_same_speaker_and_records_its_choice(refs):
