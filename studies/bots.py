@@ -1,9 +1,10 @@
 """Simulated participants (oTree-style bots) that take a study over real HTTP, page by page, as a browser.
 
 A bot opens the study link, reads each page's HTML (`<main data-page=...>` says which page it is), submits
-the forms, fetches every video, waits as long as a person would watch it, reports the playback, and
-sends its answers as JSON with a client-made submission id, retrying the same id on a network error or a
-5xx (the platform's guarantee against lost and duplicated answers). Bots never fake the clock: a bot that
+the forms, fetches every video (a MUSHRA screen's open reference too: one more video to watch, with no
+slider to set), waits as long as a person would watch it, reports the playback, and sends its answers as
+JSON with a client-made submission id, retrying the same id on a network error or a 5xx (the platform's
+guarantee against lost and duplicated answers). Bots never fake the clock: a bot that
 "watches" a clip waits for its real duration; benchmarks use short clips instead.
 
 Three behaviours exercise the quality-control rules (services.quality_evaluate):
@@ -57,6 +58,9 @@ class Behaviour:
     ratings: str  # "varied" | "straight" | "random"
     heeds_checks: bool  # gives an attention-check clip the answer it asks for
     fills_demographics: bool = True
+    # At least this long from a trial's page to its answer (0: no pacing): a crowd at a steady pace offers a
+    # known load (bench/rating_throughput.py --pace-s).
+    pace_s: float = 0.0
 
 
 ATTENTIVE = Behaviour("attentive", (1500, 6000), watch="full", ratings="varied", heeds_checks=True)
@@ -76,6 +80,9 @@ class StudyTarget:
     key: str  # services.pilot_key(study): lets the entry URL declare the session a bot
     known_answers: dict = field(default_factory=dict)
     perceived: dict = field(default_factory=dict)  # stimulus token -> how natural it looks to a bot, 0..1
+    # Bots say they are bots (the entry link's mode=bot), so their sessions are never data. A load test
+    # clears this to come in by the study's plain link and take the path real participants take.
+    declared: bool = True
 
 
 # What a simulated viewer sees in a clip, by the kind of condition behind it: recorded motion looks most
@@ -352,8 +359,9 @@ class Bot:
 
     async def _take_study(self) -> None:
         t = self.target
-        query = urlencode({"mode": "bot", "key": t.key, "bot_id": self.bot_id})
-        entry = f"{t.base_url}/s/{t.study_token}/?{query}"
+        entry = f"{t.base_url}/s/{t.study_token}/"
+        if t.declared:
+            entry += "?" + urlencode({"mode": "bot", "key": t.key, "bot_id": self.bot_id})
         status, headers, body = await self._call("entry", "GET", entry)
         if status != 302:
             self.result.outcome = "unavailable"
@@ -444,7 +452,8 @@ class Bot:
         unlocked = time.monotonic()
         answers = self._answers(page)
         lo, hi = self.behaviour.think_ms
-        await asyncio.sleep(self.rng.triangular(lo, hi, lo + (hi - lo) / 4) / 1000)
+        think_s = self.rng.triangular(lo, hi, lo + (hi - lo) / 4) / 1000
+        await asyncio.sleep(max(think_s, shown_at + self.behaviour.pace_s - time.monotonic()))
         body = {"trial": trial_id, "submission_id": str(uuid.uuid4()), "answers": answers,
                 "answer_ms": int((time.monotonic() - unlocked) * 1000)}
         await self._send_answer(answer_url, csrf, body)

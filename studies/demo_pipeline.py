@@ -88,7 +88,7 @@ def study_text(plan: DemoPlan, utterances: list[str]) -> str:
                                                 for c in plan.conditions),
                            mushra=", ".join(plan.mushra), pairwise=", ".join(plan.pairwise),
                            mushra_utterances=plan.mushra_utterances, pairwise_utterances=plan.pairwise_utterances,
-                           quota=plan.attentive + plan.careless + 20)  # room for people trying it after the bots
+                           quota=plan.attentive + plan.careless + 20)  # bots fill none of it: room for people trying it
 
 
 @dataclass
@@ -247,7 +247,8 @@ class DemoPipeline:
             return False
         self.say("[7/8] significance report")
         study = Study.objects.get(slug=self.result.study_slug)
-        report = report_request(study=study, user=self.owner, queue=False,
+        # The demo's participants are its bots, which a study's report leaves out unless asked for.
+        report = report_request(study=study, user=self.owner, queue=False, include_pilot=True,
                                 options={"n_boot": self.plan.n_boot, "bt_boot": min(self.plan.n_boot, 1000)})
         report = report_run(report_id=report.pk)
         if report.status != StudyReport.Status.DONE:

@@ -6,7 +6,9 @@ A participant belongs to one counterbalancing *cell*. For each `trials` page:
   treatment equally often (m utterances, m a multiple of k), and over k cells every utterance appears in
   every treatment equally often;
 - slider (MUSHRA style): one trial per utterance with every treatment side by side; screen positions are
-  rotated by (r + i) mod k, so each treatment takes each position equally often;
+  rotated by (r + i) mod k, so each treatment takes each position equally often; a question with an open
+  `reference` adds, after the k rated slots, that condition once per embodiment of the page, unrated (role
+  `reference`), which the page shows labelled as the reference;
 - pairwise: a Latin square over utterance x pair, with the left/right order flipped in half the cells.
 A page may narrow the treatments to some of the study's conditions and embodiments (its own `conditions`
 and `embodiments`), e.g. a pairwise page over three conditions of a six-condition study, and may rate only
@@ -122,6 +124,17 @@ def _roles(question: dict, condition: str) -> str:
     return "test"
 
 
+def _slider_slots(question: dict, utterance: str, order: list[Treatment],
+                  shown: list[Treatment]) -> list[PlannedSlot]:
+    """A slider trial's slots: the rated treatments in screen order, then the open reference (if the question
+    names one) on each of the page's embodiments, in the page's order; it is shown, never rated."""
+    slots = [PlannedSlot(utterance, c, e, _roles(question, c)) for c, e in order]
+    reference = question.get("reference")
+    if reference:
+        slots += [PlannedSlot(utterance, c, e, "reference") for c, e in shown if c == reference]
+    return slots
+
+
 def plan_trials(
     spec: dict,
     *,
@@ -152,7 +165,8 @@ def plan_trials(
                     rng.shuffle(chosen)
                 else:
                     chosen = list(rng.choice(pairs_of(spec, page)))
-                slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in chosen]
+                slots = (_slider_slots(question, utt, chosen, k_treat) if question["type"] == "slider"
+                         else [PlannedSlot(utt, c, e) for c, e in chosen])
                 plan.append(PlannedTrial(page_index, "training", page["question"], slots))
         elif page["type"] == "trials":
             plan.extend(_plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng))
@@ -178,7 +192,7 @@ def _plan_page(spec, page_index, page, utterances, attention_stimuli, cell, rng)
         for i, utt in enumerate(utterances):
             shift = (r + i) % k
             order = k_treat[shift:] + k_treat[:shift]
-            slots = [PlannedSlot(utt, c, e, _roles(question, c)) for c, e in order]
+            slots = _slider_slots(question, utt, order, k_treat)
             trials.append(PlannedTrial(page_index, "rated", page["question"], slots))
     else:
         pairs = pairs_of(spec, page)

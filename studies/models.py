@@ -334,8 +334,12 @@ class Participant(models.Model):
     def __str__(self):
         return str(self.public_id)
 
-    # Previews and pilots run the study like anyone else but are never data: no quota, no export by default.
-    NON_DATA_SOURCES = (Source.PREVIEW, Source.PILOT)
+    # Previews, pilots and bots (`manage.py run_bots`) run the study like anyone else but are never data: they
+    # neither fill the quota nor claim cells from real participants, and exports and reports leave them out
+    # unless asked for (`include_pilot`).
+    NON_DATA_SOURCES = (Source.PREVIEW, Source.PILOT, Source.BOT)
+    # Of those, the ones a researcher uses to try a study that is not open yet (bots take live studies only).
+    TRIAL_RUN_SOURCES = (Source.PREVIEW, Source.PILOT)
 
 
 class Trial(models.Model):
@@ -366,9 +370,12 @@ class Trial(models.Model):
 
 
 class TrialStimulus(models.Model):
+    """One video of a trial. The rated ones take slots 0, 1, … (their screen order); a slider trial's open
+    reference (ITU-R BS.1534), shown labelled and never rated, takes the slots after them."""
+
     class Role(models.TextChoices):
         TEST = "test"
-        REFERENCE = "reference"
+        REFERENCE = "reference", "open reference (shown labelled, not rated)"
         HIDDEN_REFERENCE = "hidden_reference"
         ANCHOR = "anchor"
 
@@ -376,10 +383,19 @@ class TrialStimulus(models.Model):
     stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
     slot = models.PositiveIntegerField(help_text="screen position, 0 = left/first")
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.TEST)
+    # The open reference is the same video as the hidden reference among the rated ones, so it is served under
+    # a token of its own (one per trial): with the stimulus's token, comparing URLs would find the hidden one.
+    token = models.CharField(max_length=32, unique=True, null=True, blank=True, editable=False,
+                             help_text="the open reference's own opaque video token; empty for rated videos")
 
     class Meta:
         ordering = ["trial", "slot"]
         unique_together = [("trial", "slot")]
+
+    @property
+    def url_token(self) -> str:
+        """The token in this video's URL: its own (the open reference) or its stimulus's."""
+        return self.token or self.stimulus.token
 
 
 class WatchRecord(models.Model):

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # analysis settings a researcher may choose (dashboard form, `report` options); the rest are the defaults
 OPTION_KEYS = ("alpha", "correction", "zero_method", "n_boot", "bt_boot", "seed", "ci_level", "power")
+# Kept beside them in a dashboard report's options: which sessions it reads, not how it analyses them.
+INCLUDE_PILOT = "include_pilot"
 
 
 class ReportError(ValueError):
@@ -139,15 +141,19 @@ def build_report(study: Study, out_dir: Path, *, options: dict | None = None, in
 
 # -- reports made from the dashboard -------------------------------------------------------------------------
 
-def report_request(*, study: Study, user=None, options: dict | None = None, queue: bool = True) -> StudyReport:
+def report_request(*, study: Study, user=None, options: dict | None = None, include_pilot: bool = False,
+                   queue: bool = True) -> StudyReport:
     """Record a report to make and queue it on the workers (after the transaction commits); with
-    `queue=False` the caller makes it itself (`report_run`), as `manage.py demo` does."""
+    `queue=False` the caller makes it itself (`report_run`), as `manage.py demo` does. `include_pilot` adds
+    the preview, pilot and bot sessions (the demo's report is of its bots); it is kept with the options."""
     from .tasks import report_study
 
     options = {k: v for k, v in (options or {}).items() if v not in (None, "")}
     unknown = set(options) - set(OPTION_KEYS)
     if unknown:
         raise ReportError(f"unknown report option(s) {', '.join(sorted(unknown))}")
+    if include_pilot:
+        options[INCLUDE_PILOT] = True
     report = StudyReport.objects.create(study=study, options=options, created_by=user,
                                         progress={"stage": "queued", "fraction": 0.0})
     if queue:
@@ -175,7 +181,9 @@ def report_run(*, report_id: int) -> StudyReport:
                                                         updated_at=timezone.now())
 
     try:
-        made = build_report(report.study, work, options=report.options, progress=progress)
+        options = dict(report.options)
+        include_pilot = bool(options.pop(INCLUDE_PILOT, False))
+        made = build_report(report.study, work, options=options, include_pilot=include_pilot, progress=progress)
     except (AnalysisError, ReportError) as exc:
         _fail(report, work, str(exc))
         return report

@@ -397,7 +397,7 @@ def _header_items(summary: Mapping) -> list[tuple[str, str]]:
         if source.get("version") is not None:
             origin += f", spec version {source.get('version')}"
         if source.get("include_pilot"):
-            origin += ", pilot responses included"
+            origin += ", preview, pilot and bot responses included"
     elif kind == "csv":
         origin = f"CSV file {_name(source.get('path'))}"
         if source.get("format"):

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Count, Prefetch, Q
 
+from . import rawsql
 from .analysis.columns import PLATFORM_COLUMNS
 from .models import (
-    Condition, Exclusion, Participant, Response, Stimulus, Study, StudyMember, Trial, TrialStimulus,
+    Condition, Exclusion, Participant, Response, Stimulus, Study, StudyMember, StudyVersion, Trial, TrialStimulus,
 )
 
 NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
@@ -19,59 +20,162 @@ def current_page(participant: Participant) -> dict:
     return participant.version.spec["pages"][participant.page_index]
 
 
+@dataclass(frozen=True)
+class SessionParticipant:
+    """What the JSON endpoints need to know of the participant a browser's session names (see
+    session_participant); `spec` is shared by every request of the version: never change it."""
+
+    id: int
+    study_id: int
+    version_id: int
+    status: str
+    page_index: int
+    source: str
+    spec: dict
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+_SPECS: dict[tuple, dict] = {}  # (version id, its creation time) → spec; a version's spec never changes
+
+
+def session_participant(public_id: str, study_token: str) -> SessionParticipant | None:
+    """The participant with this public id in the study with this token, or None: one query, in hand-written
+    SQL (rawsql.py), and the version's spec from this process's memory after its first use."""
+    try:
+        public_uuid = rawsql.uuid_param(public_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    T = rawsql.T
+    row = rawsql.fetch_one(
+        f"SELECT p.id, p.study_id, p.version_id, p.status, p.page_index, p.source, v.created_at "
+        f"FROM {T.Participant} p JOIN {T.Study} s ON s.id = p.study_id JOIN {T.StudyVersion} v ON v.id = p.version_id "
+        f"WHERE p.public_id = %s AND s.public_token = %s",
+        [public_uuid, study_token],
+    )
+    if row is None:
+        return None
+    key = (row[2], rawsql.time_value(row[6]))  # the id alone could be reused by a rolled-back test database
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = StudyVersion.objects.values_list("spec", flat=True).get(pk=row[2])
+        if len(_SPECS) >= 512:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return SessionParticipant(*row[:6], spec=spec)
+
+
 @dataclass
 class Position:
-    """Where a participant stands: progress, and the trial to show now (with its videos) if on a trial page."""
+    """Where a participant stands: progress, and the trial to show now (with its videos) if on a trial page:
+    the rated videos (`slots`, in screen order), the open reference(s) of a slider trial (`references`), and
+    `play_s`, the trial's longest clip, given as every video's duration: the clips of a trial show one
+    utterance and differ by a frame at most, but a hidden reference would share its exact length with the open
+    reference."""
 
     done: int
     total: int
     trial: Trial | None
     slots: list
+    references: list = field(default_factory=list)
+    play_s: float = 0.0
 
 
-def position(participant: Participant) -> Position:
-    """Two queries: the participant's trials, then the current trial's videos."""
-    pages = participant.version.spec["pages"]
-    trials = list(Trial.objects.filter(participant=participant).order_by("position"))
-    per_page = Counter(t.page_index for t in trials)
+@dataclass
+class ShownTrial:
+    """The trial a page shows (what the page and trial_mark_shown need of it)."""
+
+    id: int
+    public_id: str
+    page_index: int
+    position: int
+    kind: str
+    question: str
+    first_shown_at: object
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+@dataclass(frozen=True)
+class ShownVideo:
+    """One video of the trial shown: its screen slot, role and the token its URL carries."""
+
+    slot: int
+    role: str
+    url_token: str
+    duration_s: float
+
+
+def position(participant) -> Position:
+    """Two queries (hand-written, rawsql.py): the participant's trials, then the current trial's videos.
+    `participant` is a Participant or a SessionParticipant."""
+    spec = participant.spec if isinstance(participant, SessionParticipant) else participant.version.spec
+    pages = spec["pages"]
+    T = rawsql.T
+    trials = rawsql.fetch_all(
+        f"SELECT id, public_id, page_index, position, kind, question, first_shown_at, answered_at IS NOT NULL "
+        f"FROM {T.Trial} WHERE participant_id = %s ORDER BY position",
+        [participant.pk],
+    )
+    per_page = Counter(t[2] for t in trials)
     total = sum(per_page.get(i, 1) if p["type"] in ("training", "trials") else 1 for i, p in enumerate(pages[:-1]))
-    done = sum(1 for t in trials if t.answered_at is not None) + sum(
+    done = sum(1 for t in trials if t[7]) + sum(
         1 for p in pages[: participant.page_index] if p["type"] not in ("training", "trials")
     )
     current = None
     slots = []
     if pages[participant.page_index]["type"] in ("training", "trials"):
-        current = next((t for t in trials if t.page_index == participant.page_index and t.answered_at is None), None)
+        row = next((t for t in trials if t[2] == participant.page_index and not t[7]), None)
+        if row is not None:
+            current = ShownTrial(*row[:6], first_shown_at=rawsql.time_value(row[6]))
     if current is not None:
-        slots = list(
-            TrialStimulus.objects.filter(trial=current).select_related("stimulus")
-            .only("slot", "trial_id", "stimulus__token", "stimulus__duration_s").order_by("slot")
-        )
-    return Position(min(done, total), total, current, slots)
+        slots = [ShownVideo(*r) for r in rawsql.fetch_all(
+            f"SELECT ts.slot, ts.role, COALESCE(NULLIF(ts.token, ''), st.token), st.duration_s FROM {T.TrialStimulus} ts "
+            f"JOIN {T.Stimulus} st ON st.id = ts.stimulus_id WHERE ts.trial_id = %s ORDER BY ts.slot",
+            [current.id],
+        )]
+    references = [s for s in slots if s.role == TrialStimulus.Role.REFERENCE]
+    rated = [s for s in slots if s.role != TrialStimulus.Role.REFERENCE]
+    play_s = max((s.duration_s for s in slots), default=0.0)
+    return Position(min(done, total), total, current, rated, references, play_s)
 
 
 def current_trial(participant: Participant) -> Trial | None:
-    """The next unanswered trial on the participant's current page (trials are answered in order)."""
-    return position(participant).trial
+    """The next unanswered trial on the participant's current page (trials are answered in order), as a model."""
+    shown = position(participant).trial
+    return None if shown is None else Trial.objects.get(pk=shown.id)
 
 
-def stimulus_for_sessions(participant_ids: list[str], stimulus_token: str) -> Stimulus | None:
-    """The stimulus behind a token if one of these participants may see it: one of their trials' videos
-    (one query), or their study's audio/video check clip."""
-    if not participant_ids:
+def stimulus_file_for_sessions(participant_ids: list[str], stimulus_token: str) -> str | None:
+    """The file (under MEDIA_ROOT) of the video behind a token if one of these participants may see it: one of
+    their trials' videos, by its stimulus's token or an open reference's own (one query, hand-written), or
+    their study's audio/video check clip."""
+    ids = []
+    for public_id in participant_ids:
+        try:
+            ids.append(rawsql.uuid_param(public_id))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a session holds only ids this site put there; anything else names nobody
+    if not ids:
         return None
-    stimulus = (
-        Stimulus.objects.only("token", "file")
-        .filter(token=stimulus_token, id__in=TrialStimulus.objects.filter(
-            trial__participant__public_id__in=participant_ids).values("stimulus_id"))
-        .first()
+    T = rawsql.T
+    row = rawsql.fetch_one(
+        f"SELECT st.file FROM {T.TrialStimulus} ts JOIN {T.Trial} t ON t.id = ts.trial_id "
+        f"JOIN {T.Participant} p ON p.id = t.participant_id JOIN {T.Stimulus} st ON st.id = ts.stimulus_id "
+        f"WHERE p.public_id IN ({', '.join(['%s'] * len(ids))}) AND (st.token = %s OR ts.token = %s) "
+        f"ORDER BY ts.id LIMIT 1",
+        [*ids, stimulus_token, stimulus_token],
     )
-    if stimulus is not None:
-        return stimulus
+    if row is not None:
+        return row[0]
     for participant in Participant.objects.filter(public_id__in=participant_ids).select_related("version"):
         av = av_check_stimulus(participant.version.spec)
         if av is not None and av.token == stimulus_token:
-            return av
+            return av.file
     return None
 
 
@@ -145,11 +249,12 @@ def valid_completions(study: Study):
     return data_participants(study).filter(status=Participant.Status.COMPLETED, exclusions__isnull=True)
 
 
-def dashboard(study: Study) -> dict:
-    """The researcher's overview: completions per condition and quota, exclusions by reason, times, pay."""
+def dashboard(study: Study, *, include_pilot: bool = False) -> dict:
+    """The researcher's overview: completions per condition and quota, exclusions by reason, times, pay. With
+    `include_pilot` the counts take in the preview, pilot and bot sessions too (never the quota's)."""
     version = study.current_version
     spec = version.spec
-    parts = data_participants(study)
+    parts = data_participants(study, include_pilot=include_pilot)
     status_counts = dict(parts.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     source_counts = dict(parts.values_list("source").annotate(n=Count("id")).values_list("source", "n"))
     completed = parts.filter(status=Participant.Status.COMPLETED)
@@ -166,7 +271,9 @@ def dashboard(study: Study) -> dict:
     per_condition, per_condition_all = Counter(), Counter()
     for cond, emb, pid in TrialStimulus.objects.filter(
         trial__participant__in=completed, trial__kind=Trial.Kind.RATED, trial__answered_at__isnull=False
-    ).values_list("stimulus__condition__name", "stimulus__embodiment", "trial__participant_id"):
+    ).exclude(role=TrialStimulus.Role.REFERENCE).values_list(  # the open reference is shown, not rated
+        "stimulus__condition__name", "stimulus__embodiment", "trial__participant_id"
+    ):
         per_condition_all[(cond, emb)] += 1
         if pid not in excluded_ids:
             per_condition[(cond, emb)] += 1
@@ -176,6 +283,8 @@ def dashboard(study: Study) -> dict:
         "version": version,
         "quota": spec["recruitment"]["quota"],
         "valid_completions": valid_completions(study).count(),
+        "include_pilot": include_pilot,
+        "completed_without_exclusion": completed.exclude(pk__in=excluded_ids).count(),
         "status_counts": status_counts,
         "source_counts": source_counts,
         "started": sum(status_counts.values()),

@@ -15,17 +15,16 @@ import shutil
 import statistics
 import uuid
 from collections import Counter
-from contextlib import nullcontext
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import design, selectors
+from . import design, rawsql, selectors
 from .models import (
     Condition,
     Corpus,
@@ -41,6 +40,7 @@ from .models import (
     Utterance,
     WatchRecord,
     new_completion_code,
+    new_public_token,
 )
 from .spec import BUILT_IN_CONDITIONS, SpecError, SpecProblem, parse_spec, treatments
 
@@ -329,18 +329,59 @@ def participant_forget(*, participant: Participant) -> dict:
     return counts
 
 
+# Recruiting services that give a participant a time limit of their own, and where the spec keeps it (under
+# `recruitment`). Prolific's maximum allowed time is set in Prolific's form, not in the spec.
+SERVICE_TIME_LIMITS = {Participant.Source.MTURK: ("mturk", "assignment_duration_minutes")}
+
+
+def session_idle_limits(study: Study) -> tuple[float, dict[str, float]]:
+    """How long a session may go without a request before it is abandoned: the current spec's
+    `recruitment.abandon_after_minutes`, and, per recruiting service with a time limit of its own, the longer
+    of that and the service's limit. An MTurk worker keeps their assignment (and may come back and submit it)
+    for `recruitment.mturk.assignment_duration_minutes` after accepting it, so their session is never taken
+    from them sooner. A HIT keeps the duration of the version it was published with, so the longest of all
+    the study's versions counts. One query."""
+    columns = ["spec__recruitment__abandon_after_minutes"] + [
+        "spec__recruitment__" + "__".join(keys) for keys in SERVICE_TIME_LIMITS.values()]
+    rows = list(study.versions.order_by("-number").values_list(*columns))
+    base = rows[0][0]
+    limits = {}
+    for i, source in enumerate(SERVICE_TIME_LIMITS, start=1):
+        own = [row[i] for row in rows if isinstance(row[i], (int, float))]
+        limits[source] = max([base, *own])
+    return base, limits
+
+
 def participants_reclaim_abandoned(*, study: Study) -> int:
-    """Mark sessions idle longer than the spec's `abandon_after_minutes` as abandoned; frees their cells."""
-    spec = study.current_version.spec
-    cutoff = timezone.now() - timedelta(minutes=spec["recruitment"]["abandon_after_minutes"])
-    return Participant.objects.filter(
-        study=study, status=Participant.Status.ACTIVE, last_seen_at__lt=cutoff
-    ).update(status=Participant.Status.ABANDONED)
+    """Mark sessions idle longer than they may be (session_idle_limits) as abandoned; frees their cells."""
+    base, limits = session_idle_limits(study)
+    now = timezone.now()
+    idle_too_long = Q(last_seen_at__lt=now - timedelta(minutes=base)) & ~Q(source__in=list(limits))
+    for source, minutes in limits.items():
+        idle_too_long |= Q(source=source, last_seen_at__lt=now - timedelta(minutes=minutes))
+    return Participant.objects.filter(idle_too_long, study=study, status=Participant.Status.ACTIVE).update(
+        status=Participant.Status.ABANDONED)
 
 
-def _choose_cell(study: Study, spec: dict, rng: random.Random) -> int | None:
-    """The least-filled cell, counting valid completions and live claims; None when the quota is met."""
+def _choose_cell(study: Study, spec: dict, rng: random.Random, *, source: str) -> int | None:
+    """The counterbalancing cell of a new session; None when the quota is met.
+
+    A data session takes the least-filled cell, counting valid completions and the live claims of other data
+    sessions, within the quota. Sessions that are not data never touch those counts, so they take no one's
+    place: a bot takes the cell least used by the study's other bots (a crowd of bots still covers the design
+    evenly, as the demo's report needs), a preview or pilot a random cell.
+    """
     n_cells = design.cell_count(spec)
+    if source == Participant.Source.BOT:
+        used = Counter(dict(
+            Participant.objects.filter(study=study, source=source,
+                                       status__in=(Participant.Status.ACTIVE, Participant.Status.COMPLETED))
+            .values_list("cell").annotate(n=Count("id")).order_by()
+        ))
+        lowest = min(used[c] for c in range(n_cells))
+        return rng.choice([c for c in range(n_cells) if used[c] == lowest])
+    if source in NON_DATA_SOURCES:
+        return rng.randrange(n_cells)
     per_cell = -(-spec["recruitment"]["quota"] // n_cells)  # ceil
     done = Counter(selectors.valid_completions(study).values_list("cell", flat=True))
     if sum(done.values()) >= spec["recruitment"]["quota"]:
@@ -369,7 +410,7 @@ def participant_start(
     """
     if source not in Participant.Source.values:
         raise ServiceError(f"unknown participant source {source!r}")
-    is_trial_run = source in NON_DATA_SOURCES
+    is_trial_run = source in Participant.TRIAL_RUN_SOURCES
     if study.status != Study.Status.LIVE and not is_trial_run:
         raise StudyUnavailable("This study is not open at the moment.", code="closed")
     id_hash = external_id_hash(source, external_id) if external_id else None
@@ -385,8 +426,10 @@ def participant_start(
                 if external_session and external_session != earlier.external_session:
                     # e.g. an MTurk worker who returned the HIT and accepted another assignment:
                     # the completion form must post the assignment they hold now.
+                    # A new assignment's time runs from now: so does the session's idle time (abandonment).
                     earlier.external_session = external_session
-                    earlier.save(update_fields=["external_session"])
+                    earlier.last_seen_at = timezone.now()
+                    earlier.save(update_fields=["external_session", "last_seen_at"])
                 resumed = earlier
         if resumed is None:
             version = study.current_version
@@ -394,12 +437,9 @@ def participant_start(
             participants_reclaim_abandoned(study=study)
             seed = secrets.randbits(48)
             rng = random.Random(seed)
-            if is_trial_run:
-                cell = rng.randrange(design.cell_count(spec))
-            else:
-                cell = _choose_cell(study, spec, rng)
-                if cell is None:
-                    raise StudyUnavailable("This study has all the participants it needs; thank you.", code="full")
+            cell = _choose_cell(study, spec, rng, source=source)
+            if cell is None:
+                raise StudyUnavailable("This study has all the participants it needs; thank you.", code="full")
             participant = Participant.objects.create(
                 study=study,
                 version=version,
@@ -474,7 +514,10 @@ def _create_trials(participant: Participant, spec: dict) -> None:
             stimulus_id = lookup.get((ps.utterance, ps.condition, ps.embodiment))
             if stimulus_id is None:
                 raise ServiceError("This study is not ready yet (a video is missing).", code="not_ready")
-            slots.append(TrialStimulus(trial=trial, stimulus_id=stimulus_id, slot=slot_index, role=ps.role))
+            # The open reference gets its own token, so its URL differs from the hidden reference's.
+            token = new_public_token() if ps.role == TrialStimulus.Role.REFERENCE else None
+            slots.append(TrialStimulus(trial=trial, stimulus_id=stimulus_id, slot=slot_index, role=ps.role,
+                                       token=token))
     TrialStimulus.objects.bulk_create(slots)
 
 
@@ -560,36 +603,47 @@ def _clean_demographics(page: dict, data: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- trials
-def trial_mark_shown(*, trial: Trial) -> None:
-    """Record when the trial's page was first served: the earliest moment its videos could start."""
+def trial_mark_shown(*, trial) -> None:
+    """Record when the trial's page was first served: the earliest moment its videos could start. `trial` is
+    a Trial or a selectors.ShownTrial; one statement, and none once the trial has been shown."""
     if trial.first_shown_at is None:
         now = timezone.now()
-        if Trial.objects.filter(pk=trial.pk, first_shown_at__isnull=True).update(first_shown_at=now):
-            trial.first_shown_at = now
-        else:  # another request of the same participant got there first
-            trial.refresh_from_db(fields=["first_shown_at"])
+        rawsql.execute(f"UPDATE {rawsql.T.Trial} SET first_shown_at = %s WHERE id = %s AND first_shown_at IS NULL",
+                       [rawsql.time_param(now), trial.pk])
+        # Another request of the same participant may have got there first; either time is within a request.
+        trial.first_shown_at = now
 
 
 WATCH_INT_FIELDS = ("seeks", "pauses", "replays", "hidden_ms", "playback_errors")
 
 
-def watch_record(*, participant: Participant, trial_public_id: str, slot: int, report: dict) -> bool:
+def _spec_of(participant) -> dict:
+    """The participant's study version spec: a SessionParticipant carries it, an ORM Participant has its version."""
+    return participant.spec if isinstance(participant, selectors.SessionParticipant) else participant.version.spec
+
+
+def watch_record(*, participant, trial_public_id: str, slot: int, report: dict) -> bool:
     """Store what the player reports about one video; 'ended' is checked against the server's clock.
 
-    Returns whether the video counts as ended. Counters only grow: a stale report arriving late never
-    lowers them.
+    `participant` is a Participant or a selectors.SessionParticipant. Returns whether the video counts as
+    ended. Counters only grow and `ended` stays set: a stale report arriving late never lowers them. Two
+    statements (rawsql.py): the trial and video, then one insert-or-raise.
     """
-    ts = (
-        TrialStimulus.objects.select_related("trial", "stimulus")
-        .filter(trial__public_id=str(trial_public_id), trial__participant=participant, slot=slot)
-        .first()
-    )
-    if ts is None:
+    if not 0 <= slot < 2**31:  # no screen has such a slot, and SQLite cannot even bind a number past 2**63
         raise NotFound("That video is not part of your session.")
-    trial = ts.trial
-    if trial.answered_at is not None:
+    T = rawsql.T
+    row = rawsql.fetch_one(
+        f"SELECT ts.id, t.answered_at, t.first_shown_at, st.duration_s FROM {T.TrialStimulus} ts "
+        f"JOIN {T.Trial} t ON t.id = ts.trial_id JOIN {T.Stimulus} st ON st.id = ts.stimulus_id "
+        f"WHERE t.public_id = %s AND t.participant_id = %s AND ts.slot = %s",
+        [str(trial_public_id), participant.pk, slot],
+    )
+    if row is None:
+        raise NotFound("That video is not part of your session.")
+    ts_id, answered_at, first_shown_at, duration_s = row
+    if answered_at is not None:
         raise Conflict("This trial is already answered.", code="answered")
-    if trial.first_shown_at is None:
+    if first_shown_at is None:
         raise Conflict("This video has not been shown yet.", code="not_shown")
     clean = {}
     fraction = report.get("watched_fraction", 0.0)
@@ -606,26 +660,25 @@ def watch_record(*, participant: Participant, trial_public_id: str, slot: int, r
         raise ServiceError("ended must be true or false.")
     now = timezone.now()
     if ended:
-        earliest = ts.stimulus.duration_s * MIN_PLAY_SHARE - PLAY_ALLOWANCE_S
-        if (now - trial.first_shown_at).total_seconds() < earliest:
+        earliest = duration_s * MIN_PLAY_SHARE - PLAY_ALLOWANCE_S
+        if (now - rawsql.time_value(first_shown_at)).total_seconds() < earliest:
             raise Conflict("The video cannot have finished yet.", code="too_early")
-    # The first report of a video is one INSERT; later ones find the row and raise its counters. Outside
-    # a transaction a failed INSERT harms nothing; inside one it needs a savepoint.
-    savepoint = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
-    try:
-        with savepoint:
-            WatchRecord.objects.create(trial_stimulus=ts, ended=ended, ended_at=now if ended else None, **clean)
-        return ended
-    except IntegrityError:
-        pass
-    changes = {name: Greatest(F(name), Value(value)) for name, value in clean.items()}
-    if ended:
-        changes.update(ended=Value(True), ended_at=Coalesce(F("ended_at"), Value(now)))
-    WatchRecord.objects.filter(trial_stimulus=ts).update(**changes)
-    return ended or WatchRecord.objects.filter(trial_stimulus=ts, ended=True).exists()
+    # The first report of a video inserts its row; a later one raises its counters (an upsert, so two reports
+    # racing each other cannot fail on the unique trial_stimulus).
+    names = ["trial_stimulus_id", "ended", "ended_at", *clean, "updated_at"]
+    stamp = rawsql.time_param(now)
+    values = [ts_id, ended, stamp if ended else None, *clean.values(), stamp]
+    raise_counters = ", ".join(f"{n} = {rawsql.greatest(f'w.{n}', f'EXCLUDED.{n}')}" for n in clean)
+    stored = rawsql.fetch_one(
+        f"INSERT INTO {T.WatchRecord} AS w ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+        f"ON CONFLICT (trial_stimulus_id) DO UPDATE SET {raise_counters}, ended = w.ended OR EXCLUDED.ended, "
+        f"ended_at = COALESCE(w.ended_at, EXCLUDED.ended_at), updated_at = EXCLUDED.updated_at RETURNING ended",
+        values,
+    )
+    return bool(stored[0])
 
 
-def _expected_answer_keys(question: dict, slots: list[TrialStimulus]) -> list[tuple[str, int]]:
+def _expected_answer_keys(question: dict, slots: list) -> list[tuple[str, int]]:
     items = [i["key"] for i in question["items"]]
     if question["type"] == "slider":
         rated = [s.slot for s in slots if s.role != TrialStimulus.Role.REFERENCE]
@@ -633,7 +686,7 @@ def _expected_answer_keys(question: dict, slots: list[TrialStimulus]) -> list[tu
     return [(item, 0) for item in items]
 
 
-def _clean_answer(question: dict, answer: dict, slots: list[TrialStimulus]) -> dict:
+def _clean_answer(question: dict, answer: dict, slots: list) -> dict:
     """Validate one answer dict against the question; return Response field values."""
     qtype = question["type"]
     value = answer.get("value")
@@ -661,15 +714,41 @@ def _clean_answer(question: dict, answer: dict, slots: list[TrialStimulus]) -> d
     return {"value": float(sign * (strength or 1)), "choice": choice, "strength": strength, "stimulus_id": chosen}
 
 
+@dataclass(frozen=True)
+class AnsweredTrial:
+    """What trial_answer read and wrote of the trial."""
+
+    id: int
+    public_id: str
+    position: int
+    page_index: int
+    answered_at: datetime
+    submission_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class _Slot:
+    slot: int
+    role: str
+    stimulus_id: int
+    ended: bool
+
+
+RESPONSE_COLUMNS = ("participant_id", "trial_id", "item", "slot", "stimulus_id", "value", "choice", "strength",
+                    "answer_ms", "created_at")
+
+
 def trial_answer(
-    *, participant: Participant, trial_public_id: str, submission_id: str, answers: list, answer_ms: int
-) -> tuple[Trial, bool]:
+    *, participant, trial_public_id: str, submission_id: str, answers: list, answer_ms: int
+) -> tuple[AnsweredTrial, bool]:
     """Save every answer of one trial at once, idempotently. Returns (trial, created).
 
-    A retried POST with the same submission_id returns the saved trial (created=False) and writes
-    nothing; a different submission for an answered trial is a Conflict. Answers are refused before every
-    video of the trial has ended (as reported and checked in watch_record). No lock is held: the trial is
-    claimed by a conditional UPDATE, and the unique constraint on responses backs it up.
+    `participant` is a Participant or a selectors.SessionParticipant. A retried POST with the same
+    submission_id returns the saved trial (created=False) and writes nothing; a different submission for an
+    answered trial is a Conflict. Answers are refused before every rated video of the trial has ended (as
+    reported and checked in watch_record). No lock is held: the trial is claimed by a conditional UPDATE, and
+    the unique constraint on responses backs it up. The statements are hand-written (rawsql.py): two reads,
+    then the claim, the responses and the participant's position in one transaction.
     """
     try:
         submission_uuid = uuid.UUID(str(submission_id))
@@ -679,29 +758,40 @@ def trial_answer(
         raise ServiceError("answer_ms must be a whole number of milliseconds.")
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         raise ServiceError("answers must be a list of objects.")
-    trial = Trial.objects.filter(public_id=str(trial_public_id), participant=participant).first()
-    if trial is None:
+    T = rawsql.T
+    row = rawsql.fetch_one(
+        f"SELECT t.id, t.position, t.page_index, t.question, t.answered_at, t.submission_id, "
+        f"(SELECT COUNT(*) FROM {T.Trial} o WHERE o.participant_id = t.participant_id AND o.page_index = t.page_index "
+        f"AND o.answered_at IS NULL AND o.position < t.position), "
+        f"(SELECT COUNT(*) FROM {T.Trial} o WHERE o.participant_id = t.participant_id AND o.page_index = t.page_index "
+        f"AND o.answered_at IS NULL AND o.position <> t.position) "
+        f"FROM {T.Trial} t WHERE t.public_id = %s AND t.participant_id = %s",
+        [str(trial_public_id), participant.pk],
+    )
+    if row is None:
         raise NotFound("That trial is not part of your session.")
-    if trial.answered_at is not None:
+    trial_id, position, page_index, question_key, answered_at, saved_submission, earlier_open, other_open = row
+    if answered_at is not None:
+        trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index,
+                              rawsql.time_value(answered_at), rawsql.uuid_value(saved_submission))
         return _answered_again(trial, submission_uuid)
     if participant.status != Participant.Status.ACTIVE:
         raise Conflict("This session has ended.", code="ended")
-    if trial.page_index != participant.page_index:
+    if page_index != participant.page_index:
         raise Conflict("This trial is not on the current page.", code="wrong_page")
-    open_positions = set(
-        Trial.objects.filter(participant=participant, page_index=trial.page_index, answered_at__isnull=True)
-        .values_list("position", flat=True)
-    )
-    if any(position < trial.position for position in open_positions):
+    if earlier_open:
         raise Conflict("Please answer the trials in order.", code="out_of_order")
-    slots = list(
-        TrialStimulus.objects.filter(trial=trial).select_related("watch")
-        .only("slot", "role", "stimulus_id", "trial_id", "watch__ended").order_by("slot")
-    )
+    slots = [_Slot(*r) for r in rawsql.fetch_all(
+        f"SELECT ts.slot, ts.role, ts.stimulus_id, w.ended FROM {T.TrialStimulus} ts "
+        f"LEFT JOIN {T.WatchRecord} w ON w.trial_stimulus_id = ts.id WHERE ts.trial_id = %s ORDER BY ts.slot",
+        [trial_id],
+    )]
     for s in slots:
-        if not (hasattr(s, "watch") and s.watch.ended):
+        if s.role == TrialStimulus.Role.REFERENCE:
+            continue  # the open reference is there to compare with; watching it is the participant's choice
+        if not s.ended:
             raise Conflict("Please watch the video to the end before answering.", code="not_watched")
-    question = participant.version.spec["questions"][trial.question]
+    question = _spec_of(participant)["questions"][question_key]
     given = []
     for a in answers:
         item, slot = a.get("item"), a.get("slot", 0)
@@ -710,35 +800,44 @@ def trial_answer(
         given.append((item, slot))
     if sorted(given, key=str) != sorted(_expected_answer_keys(question, slots), key=str):
         raise ServiceError("Please answer every question on this page (once each).", code="incomplete")
-    rows = []
-    for a in answers:
-        fields = _clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)
-        rows.append(Response(participant=participant, trial=trial, item=a["item"], slot=a.get("slot", 0),
-                             answer_ms=answer_ms, **fields))
     now = timezone.now()
+    stamp = rawsql.time_param(now)
+    values = []
+    for a in answers:
+        fields = {"choice": "", "strength": None, **_clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)}
+        values += [participant.pk, trial_id, a["item"], a.get("slot", 0), fields["stimulus_id"], fields["value"],
+                   fields["choice"], fields["strength"], answer_ms, stamp]
+    one_row = "(" + ", ".join(["%s"] * len(RESPONSE_COLUMNS)) + ")"
+    trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index, now, submission_uuid)
     try:
         with transaction.atomic():
-            claimed = Trial.objects.filter(pk=trial.pk, answered_at__isnull=True).update(
-                answered_at=now, submission_id=submission_uuid
+            claimed = rawsql.execute(
+                f"UPDATE {T.Trial} SET answered_at = %s, submission_id = %s WHERE id = %s AND answered_at IS NULL",
+                [stamp, rawsql.uuid_param(submission_uuid), trial_id],
             )
             if not claimed:
                 raise IntegrityError("answered meanwhile")
-            Response.objects.bulk_create(rows)
-            trial.answered_at, trial.submission_id = now, submission_uuid
-            participant.last_seen_at = now
-            if open_positions == {trial.position}:  # the page's last trial: on to the next page
-                _advance(participant)
-            if participant.status == Participant.Status.ACTIVE:
-                Participant.objects.filter(pk=participant.pk).update(
-                    page_index=participant.page_index, last_seen_at=now
-                )
+            rawsql.execute(
+                f"INSERT INTO {T.Response} ({', '.join(RESPONSE_COLUMNS)}) VALUES "
+                + ", ".join([one_row] * len(answers)), values,
+            )
+            if other_open:
+                rawsql.execute(f"UPDATE {T.Participant} SET last_seen_at = %s WHERE id = %s", [stamp, participant.pk])
+            else:  # the page's last trial: on to the next page (rare: the whole participant is loaded for it)
+                full = Participant.objects.select_related("study", "version").get(pk=participant.pk)
+                full.last_seen_at = now
+                _advance(full)
+                if full.status == Participant.Status.ACTIVE:
+                    Participant.objects.filter(pk=full.pk).update(page_index=full.page_index, last_seen_at=now)
     except IntegrityError:  # a concurrent retry of the same answer, or another submission, got there first
-        trial.refresh_from_db(fields=["answered_at", "submission_id"])
+        saved = rawsql.fetch_one(f"SELECT answered_at, submission_id FROM {T.Trial} WHERE id = %s", [trial_id])
+        trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index,
+                              rawsql.time_value(saved[0]), rawsql.uuid_value(saved[1]))
         return _answered_again(trial, submission_uuid)
     return trial, True
 
 
-def _answered_again(trial: Trial, submission_uuid: uuid.UUID) -> tuple[Trial, bool]:
+def _answered_again(trial: AnsweredTrial, submission_uuid: uuid.UUID) -> tuple[AnsweredTrial, bool]:
     if trial.submission_id == submission_uuid:
         return trial, False
     raise Conflict("This trial is already answered.", code="answered")
@@ -786,6 +885,8 @@ def quality_evaluate(*, participant: Participant) -> list[Exclusion]:
     short = []
     for t in rated:
         for s in t.slots.all():
+            if s.role == TrialStimulus.Role.REFERENCE:
+                continue  # not rated, and watching it is optional
             w = getattr(s, "watch", None)
             if w is None or w.watched_fraction < rules["min_watch_fraction"]:
                 short.append({"trial": t.position, "watched": w.watched_fraction if w else 0.0})

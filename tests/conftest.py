@@ -97,8 +97,9 @@ class ParticipantDriver:
 
         return selectors.current_trial(self.participant)
 
-    def watch_all(self, trial, *, pretend_shown_seconds_ago: float = 60.0):
-        """Report every video of the trial as played to the end (moving the shown time back instead of sleeping)."""
+    def watch_all(self, trial, *, pretend_shown_seconds_ago: float = 60.0, references: bool = True):
+        """Report every video of the trial as played to the end (moving the shown time back instead of sleeping);
+        a slider trial's open reference too unless `references` is false (watching it is optional)."""
         from datetime import timedelta
 
         from django.utils import timezone
@@ -107,6 +108,8 @@ class ParticipantDriver:
 
         Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=pretend_shown_seconds_ago))
         for slot in trial.slots.all():
+            if slot.role == "reference" and not references:
+                continue
             r = self.post_json("watch", {"trial": trial.public_id, "slot": slot.slot, "ended": True,
                                          "watched_fraction": 1.0, "seeks": 0, "pauses": 0, "replays": 0,
                                          "hidden_ms": 0, "playback_errors": 0})
@@ -118,7 +121,7 @@ class ParticipantDriver:
     def answers_for(self, trial, value=4):
         spec = self.participant.version.spec
         q = spec["questions"][trial.question]
-        slots = list(trial.slots.all())
+        slots = [s for s in trial.slots.all() if s.role != "reference"]  # the open reference is not rated
         if q["type"] == "likert":
             return [{"item": i["key"], "slot": 0, "value": value} for i in q["items"]]
         if q["type"] == "slider":
@@ -130,8 +133,9 @@ class ParticipantDriver:
                                          "answers": answers if answers is not None else self.answers_for(trial),
                                          "answer_ms": answer_ms})
 
-    def complete(self, *, attention_value=1, value=None):
-        """Take every page to the end with plausible answers; returns the final page response."""
+    def complete(self, *, attention_value=1, value=None, references=True):
+        """Take every page to the end with plausible answers (playing the open references unless `references` is
+        false); returns the final page response."""
         from studies import selectors
         from studies.models import Trial
 
@@ -147,7 +151,7 @@ class ParticipantDriver:
             elif kind in ("training", "trials"):
                 self.page()
                 trial = self.current_trial()
-                self.watch_all(trial)
+                self.watch_all(trial, references=references)
                 answers = self.answers_for(trial, value=value if value is not None else 1 + trial.position % 7)
                 if trial.kind == Trial.Kind.ATTENTION:
                     answers = self.answers_for(trial, value=attention_value)

@@ -19,13 +19,15 @@ RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
 
 
-def _entitled_stimulus(request, token: str):
+def _entitled_file(request, token: str) -> str | None:
+    """The video file behind the token, if this browser may see it; None otherwise (and for any non-token)."""
     if not is_token(token):
         return None
-    stimulus = selectors.stimulus_for_sessions(list(request.session.get(SESSION_KEY, {}).values()), token)
-    if stimulus is None and request.user.is_authenticated and request.user.is_staff:
-        stimulus = Stimulus.objects.filter(token=token).first()  # researchers previewing in the admin
-    return stimulus
+    file = selectors.stimulus_file_for_sessions(list(request.session.get(SESSION_KEY, {}).values()), token)
+    if file is None and request.user.is_authenticated and request.user.is_staff:
+        # researchers previewing in the admin
+        file = Stimulus.objects.filter(token=token).values_list("file", flat=True).first()
+    return file
 
 
 def _file_chunks(path: Path, start: int, length: int):
@@ -42,15 +44,15 @@ def _file_chunks(path: Path, start: int, length: int):
 
 @require_GET
 def stimulus_video(request, token: str):
-    stimulus = _entitled_stimulus(request, token)
-    if stimulus is None:
+    file = _entitled_file(request, token)
+    if file is None:
         raise Http404("not found")  # the same answer for unknown and not-yours: tokens cannot be probed
-    path = Path(settings.MEDIA_ROOT) / stimulus.file
+    path = Path(settings.MEDIA_ROOT) / file
     if not path.is_file():
         raise Http404("not found")
     if settings.MEDIA_ACCEL_REDIRECT_PREFIX:
         response = HttpResponse(content_type="video/mp4")
-        response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + stimulus.file
+        response["X-Accel-Redirect"] = settings.MEDIA_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/" + file
         return _private(response)
     size = os.path.getsize(path)
     header = request.META.get("HTTP_RANGE", "").strip()

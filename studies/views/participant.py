@@ -50,6 +50,12 @@ def _session_participant(request, study_token: str) -> Participant | None:
     )
 
 
+def _session_light(request, study_token: str) -> selectors.SessionParticipant | None:
+    """The same participant, as the few facts the trial endpoints need (one hand-written query)."""
+    public_id = request.session.get(SESSION_KEY, {}).get(study_token)
+    return selectors.session_participant(public_id, study_token) if public_id else None
+
+
 def _remember(request, study: Study, participant: Participant) -> None:
     sessions = dict(request.session.get(SESSION_KEY, {}))
     sessions[study.public_token] = str(participant.public_id)
@@ -139,10 +145,25 @@ def _completion_context(participant: Participant, code: str) -> dict:
     return ctx
 
 
+def _likert_points(question: dict) -> tuple[list[dict], bool]:
+    """A likert scale's points, and whether each carries its own label: so when the spec gives one label per
+    point (an empty one leaves that point bare); else the page shows the two end labels under the scale."""
+    points = question.get("points", 0)
+    labels = question.get("labels") or []
+    per_point = points > 0 and len(labels) == points
+    return [{"value": p, "label": labels[p - 1] if per_point else ""} for p in range(1, points + 1)], per_point
+
+
 @never_cache
 @require_GET
 def take(request, study_token: str):
+    light = _session_light(request, study_token)
+    if light is not None and light.status == Participant.Status.ACTIVE and \
+            light.spec["pages"][light.page_index]["type"] in ("training", "trials"):
+        return _trial_page(request, study_token, light)  # most requests: one trial after another
     try:
+        if light is None:
+            raise Http404("no session")
         study, participant = _require_participant(request, study_token)
     except Http404:
         # Inside MTurk's frame some browsers refuse the session cookie: offer the study in a tab of its own,
@@ -171,19 +192,30 @@ def take(request, study_token: str):
     if kind == "completion":
         ctx.update(_completion_context(participant, participant.completion_code))
         return render(request, "studies/participant/completion.html", ctx)
-    if kind in ("training", "trials"):
-        trial = where.trial
-        if trial is None:  # cannot happen with a valid plan; fail soft for the participant
-            return _message(request, "Please wait", "Loading the next page failed; please reload.", status=500)
-        services.trial_mark_shown(trial=trial)
-        question = participant.version.spec["questions"][trial.question]
-        ctx.update({"trial": trial, "question": question, "slots": where.slots,
-                    "likert_points": list(range(1, question.get("points", 0) + 1))})
-        return render(request, "studies/participant/trial.html", ctx)
+    if kind in ("training", "trials"):  # only if the participant moved on between this view's two queries
+        return _trial_page(request, study_token, _session_light(request, study_token))
     if kind == "av_check":
         ctx["av_stimulus"] = selectors.av_check_stimulus(participant.version.spec)
     ctx["page_error"] = request.session.pop("page_error", None)
     return render(request, f"studies/participant/{kind}.html", ctx)
+
+
+def _trial_page(request, study_token: str, participant: selectors.SessionParticipant):
+    """The current trial of an active participant on a training or trials page: hand-written SQL all the way
+    (selectors.position, services.trial_mark_shown), since every trial of every participant passes here."""
+    where = selectors.position(participant) if participant is not None else None
+    trial = where.trial if where is not None else None
+    if trial is None:  # cannot happen with a valid plan; fail soft for the participant
+        return _message(request, "Please wait", "Loading the next page failed; please reload.", status=500)
+    services.trial_mark_shown(trial=trial)
+    question = participant.spec["questions"][trial.question]
+    points, labelled = _likert_points(question)
+    return render(request, "studies/participant/trial.html", {
+        "progress_done": where.done, "progress_total": where.total, "study_token": study_token,
+        "page": participant.spec["pages"][participant.page_index], "page_index": participant.page_index,
+        "trial": trial, "question": question, "slots": where.slots, "references": where.references,
+        "play_s": where.play_s, "likert_points": points, "likert_labelled": labelled,
+    })
 
 
 @never_cache
@@ -213,14 +245,15 @@ def _json_body(request) -> dict:
 
 
 def participant_api(view):
-    """A participant's JSON endpoint: POST only, never cached; the view gets (request, participant, body)
-    and returns (payload, status). No session is a 403; a refused request is its ServiceError as JSON."""
+    """A participant's JSON endpoint: POST only, never cached; the view gets (request, participant, body),
+    the participant a selectors.SessionParticipant, and returns (payload, status). No session is a 403; a
+    refused request is its ServiceError as JSON."""
 
     @never_cache
     @require_POST
     @functools.wraps(view)
     def wrapper(request, study_token: str):
-        participant = _session_participant(request, study_token)
+        participant = _session_light(request, study_token)
         if participant is None:
             return JsonResponse({"ok": False, "error": "no_session", "message": "Please open the study link again."},
                                 status=403)
@@ -259,5 +292,5 @@ def answer(request, participant, body):
         answers=body.get("answers"),
         answer_ms=body.get("answer_ms"),
     )
-    next_page = reverse("take", args=[participant.study.public_token])
+    next_page = reverse("take", args=[request.resolver_match.kwargs["study_token"]])
     return {"saved": created, "next": next_page}, 201 if created else 200

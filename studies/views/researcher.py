@@ -91,7 +91,7 @@ def study_dashboard(request, slug):
                           + f"?mode=pilot&key={services.pilot_key(study)}")
     jobs = rendering.study_render_jobs(study.current_version.spec)
     return render(request, "studies/researcher/dashboard.html",
-                  {**selectors.dashboard(study), "links": links, "renders": rendering.render_progress(jobs),
+                  {**selectors.dashboard(study, include_pilot=request.GET.get("sessions") == "all"), "links": links, "renders": rendering.render_progress(jobs),
                    "reports": study.reports.all()[:5], "corrections": REPORT_CORRECTIONS,
                    "role": role, "can": can, "members": study.members.select_related("user")})
 
@@ -114,7 +114,8 @@ def study_report_request(request, slug):
     if options["correction"] not in dict(REPORT_CORRECTIONS) or not 100 <= options["n_boot"] <= 100_000:
         return HttpResponse("Choose a listed correction and 100 to 100,000 bootstrap rounds.", status=400,
                             content_type="text/plain")
-    reporting.report_request(study=study, user=request.user, options=options)
+    reporting.report_request(study=study, user=request.user, options=options,
+                             include_pilot=request.POST.get("include_pilot") == "1")
     return HttpResponseRedirect(reverse("study_dashboard", args=[slug]) + "#reports")
 
 

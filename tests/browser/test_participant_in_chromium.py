@@ -1,9 +1,12 @@
 """A participant in real Chromium: the whole quick demo study through the live server, with every video
 really played to its end (nothing fakes `ended`), every question type answered the way a person would
 (radio points, sliders moved with the keyboard, A/B/tie), the attention check obeyed and the completion
-code read off the last page. Afterwards the database must hold exactly those answers and a finished watch
-record for every video, and nothing the browser requested or received may name a condition, utterance or
-corpus. A second test takes one likert trial with the keyboard alone.
+code read off the last page. The MUSHRA screens show the open reference labelled, under a URL of its own: it
+is played on the first of them and left alone on the others, whose answers unlock all the same. Afterwards
+the database must hold exactly those answers and a finished watch record for every rated video (and the
+played reference), and nothing the browser requested or received may name a condition, utterance or corpus.
+A second test takes one likert trial with the keyboard alone; a third checks that likert labels given one
+per point sit with their points, without overflowing, at desktop, tablet and phone widths.
 
 Screenshots of every page type at desktop and phone sizes go to $SCREENSHOT_DIR (default: a pytest
 temporary folder)."""
@@ -134,14 +137,31 @@ def _take_trial(page, participant: Participant, shots, shot_kinds: set) -> tuple
     assert attention == (trial.kind == Trial.Kind.ATTENTION)
     label = f"{trial.kind}-{qtype}"
 
-    slots = [int(s) for s in page.eval_on_selector_all("#trial video.stimulus", "vs => vs.map(v => v.dataset.slot)")]
-    assert sorted(slots) == sorted(trial.slots.values_list("slot", flat=True))
+    slots = [int(s) for s in page.eval_on_selector_all("#trial .videos:not(.references) video.stimulus",
+                                                       "vs => vs.map(v => v.dataset.slot)")]
+    references = [int(s) for s in page.eval_on_selector_all("#trial .open-reference video.stimulus",
+                                                            "vs => vs.map(v => v.dataset.slot)")]
+    rated = trial.slots.exclude(role=TrialStimulus.Role.REFERENCE)
+    assert sorted(slots) == sorted(rated.values_list("slot", flat=True))
+    assert references == list(trial.slots.filter(role=TrialStimulus.Role.REFERENCE).values_list("slot", flat=True))
+    assert bool(references) == (qtype == "slider" and bool(question.get("reference")))
+    if references:
+        assert page.text_content("#trial .open-reference figcaption").strip() == "Reference"
+        assert page.locator("#trial .open-reference input").count() == 0, "the open reference is not rated"
+        reference_src = page.get_attribute("#trial .open-reference video", "src")
+        rated_srcs = page.eval_on_selector_all("#trial .videos:not(.references) video", "vs => vs.map(v => v.src)")
+        assert urlsplit(reference_src).path not in {urlsplit(u).path for u in rated_srcs}
     assert page.locator("#trial .answer").count() > 0
     assert not page.evaluate(ANY_ANSWER_ENABLED) and page.is_disabled("#next"), "answers open before any playback"
     if label not in shot_kinds:
         shots.take(page, f"{label}-before-playing")
 
     watch_url = urlsplit(root.get_attribute("data-watch-url")).path
+    # The reference is the participant's to play: played first on the first MUSHRA screen (the answers stay
+    # locked after it), never on the later ones (the rated videos alone unlock them).
+    play_references = label not in shot_kinds
+    for slot in references if play_references else []:
+        _play_slot_to_end(page, slot, last=False, watch_url=watch_url)
     for n, slot in enumerate(slots):
         _play_slot_to_end(page, slot, last=n == len(slots) - 1, watch_url=watch_url)
     page.wait_for_function(ANSWERS_ENABLED)
@@ -255,10 +275,16 @@ def test_a_participant_completes_the_quick_demo_study_in_chromium(live_server, d
             saved[(r.item, r.slot)] = r.choice if spec["questions"][t.question]["type"] == "pairwise" else r.value
         assert saved == given[t.pk], f"trial {t.position}: saved {saved}, given {given[t.pk]}"
 
-    # Every video of every trial really played to its end.
+    # Every rated video of every trial really played to its end, and the one open reference played.
     slots = TrialStimulus.objects.filter(trial__participant=participant)
+    rated_slots = slots.exclude(role=TrialStimulus.Role.REFERENCE)
+    reference_slots = slots.filter(role=TrialStimulus.Role.REFERENCE)
+    assert reference_slots.count() == 3  # one per MUSHRA screen of the quick demo
     records = WatchRecord.objects.filter(trial_stimulus__in=slots)
-    assert records.count() == slots.count()
+    assert records.filter(trial_stimulus__in=rated_slots).count() == rated_slots.count()
+    played_references = set(records.filter(trial_stimulus__in=reference_slots).values_list("trial_stimulus__token",
+                                                                                         flat=True))
+    assert len(played_references) == 1
     for record in records:
         assert record.ended and record.ended_at is not None
         assert record.watched_fraction >= 0.95, record.watched_fraction
@@ -273,10 +299,14 @@ def test_a_participant_completes_the_quick_demo_study_in_chromium(live_server, d
         assert not [n for n in forbidden if n in text], f"{url} names {[n for n in forbidden if n in text]}"
     video_paths = [urlsplit(u).path for u in requested if urlsplit(u).path.startswith("/v/")]
     tokens_used = {VIDEO_PATH.match(p).group(1) for p in video_paths}
-    own_tokens = set(slots.values_list("stimulus__token", flat=True))
+    own_tokens = set(rated_slots.values_list("stimulus__token", flat=True))
+    reference_tokens = set(reference_slots.values_list("token", flat=True))
     assert own_tokens <= tokens_used, "a trial's video was never fetched"
-    assert tokens_used <= own_tokens | {selectors.av_check_stimulus(spec).token}
-    assert Stimulus.objects.filter(token__in=tokens_used).count() == len(tokens_used)
+    assert played_references <= tokens_used
+    assert tokens_used <= own_tokens | reference_tokens | {selectors.av_check_stimulus(spec).token}
+    stimulus_tokens = tokens_used - reference_tokens
+    assert Stimulus.objects.filter(token__in=stimulus_tokens).count() == len(stimulus_tokens)
+    assert not Stimulus.objects.filter(token__in=reference_tokens).exists(), "a reference's URL is a stimulus's"
     assert video_responses, "no video response was seen"
     assert any(r.status == 206 for r in video_responses), "Chromium never got a byte range"
     for response in video_responses:
@@ -335,3 +365,85 @@ def test_a_likert_trial_works_with_the_keyboard_alone(live_server, demo_study, b
     trial.refresh_from_db()
     assert trial.answered_at is not None
     assert dict(Response.objects.filter(trial=trial).values_list("item", "value")) == {items[0]: 4.0, items[1]: 3.0}
+
+
+NEXT_FRAME = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+# Where each point and its label sit, and whether anything spills out of its box or off the page.
+POINT_GEOMETRY = """() => {
+  const box = el => {
+    const r = el.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+  };
+  const scale = document.querySelector('#trial fieldset.likert .points');
+  return {
+    pageOverflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    scale: box(scale),
+    points: [...scale.querySelectorAll('label.point')].map(point => {
+      const face = point.querySelector('span'), label = point.querySelector('.point-label');
+      const number = document.createRange(); number.selectNodeContents(face.firstChild);
+      return {point: box(point), face: box(face), number: box(number),
+              label: label && box(label), text: label && label.textContent,
+              spills: face.scrollWidth - face.clientWidth + (label ? label.scrollWidth - label.clientWidth : 0)};
+    }),
+  };
+}"""
+
+
+def _likert_study_with_labels(slug: str, labels: list[str]):
+    """A study that opens on a likert trial whose `len(labels)` points each carry their label."""
+    import yaml
+
+    from studies import services
+    from studies.demo import demo_spec_text
+
+    spec = yaml.safe_load(demo_spec_text(quick=True))
+    spec["slug"] = slug
+    spec["questions"] = {"naturalness": {**spec["questions"]["naturalness"], "points": len(labels), "labels": labels}}
+    spec["pages"] = [{"type": "trials", "question": "naturalness", "attention_checks": 0}, {"type": "completion"}]
+    version, _ = services.study_load(text=yaml.safe_dump(spec, sort_keys=False))
+    services.study_set_status(study=version.study, status="live")
+    return version.study
+
+
+@pytest.mark.parametrize("labels", [
+    ["Very unnatural", "Unnatural", "Somewhat unnatural", "Neither natural nor unnatural", "Somewhat natural",
+     "Natural", "Very natural"],
+    ["Not at all", "Hardly", "Barely", "Slightly", "Somewhat", "Moderately", "Fairly", "Considerably", "Very",
+     "Extremely", "Completely and unmistakably"],
+], ids=["7-points", "11-points"])
+def test_likert_labels_given_per_point_sit_with_their_points_at_every_width(live_server, demo_study, browser_page,
+                                                                         screenshots, labels):
+    from tests.browser.conftest import DESKTOP, PHONE
+
+    page = browser_page
+    shots = screenshots(f"likert-labels-{len(labels)}")
+    study = _likert_study_with_labels(f"likert-labels-{len(labels)}", labels)
+    page.goto(f"{live_server.url}/s/{study.public_token}/")
+    assert page.locator("#trial[data-qtype=likert]").count() == 1
+    shots.take(page, "labelled-scale")
+    for name, size in (("desktop", DESKTOP), ("tablet", {"width": 768, "height": 1024}), ("phone", PHONE),
+                       ("small phone", {"width": 320, "height": 640})):
+        page.set_viewport_size(size)
+        page.evaluate(NEXT_FRAME)  # the page's resize handler has run by then
+        g = page.evaluate(POINT_GEOMETRY)
+        assert g["pageOverflow"] <= 0, f"{name}: the page scrolls sideways by {g['pageOverflow']} px"
+        assert [p["text"] for p in g["points"]] == labels, f"{name}: a label is missing or out of order"
+        in_a_row = len({round(p["point"]["top"]) for p in g["points"]}) == 1
+        for n, p in enumerate(g["points"], start=1):
+            assert p["spills"] <= 0, f"{name}: point {n}'s label does not fit in it"
+            inside = g["scale"]["left"] - 0.5 <= p["point"]["left"] and p["point"]["right"] <= g["scale"]["right"] + 0.5
+            assert inside, f"{name}: point {n} sticks out of the scale"
+            assert p["face"]["left"] - 0.5 <= p["label"]["left"] and p["label"]["right"] <= p["face"]["right"] + 0.5
+            if in_a_row:  # side by side: each label under its own number
+                assert p["label"]["top"] >= p["number"]["bottom"] - 0.5, f"{name}: point {n}'s label is not under it"
+            else:  # one point per row: the label beside its number, the points in order down the page
+                assert p["label"]["left"] >= p["number"]["right"], f"{name}: point {n}'s label is not beside it"
+        if not in_a_row:
+            tops = [p["point"]["top"] for p in g["points"]]
+            assert tops == sorted(tops) and len(set(map(round, tops))) == len(tops), f"{name}: points overlap"
+        # Side by side where every word fits its point (seven points on a desktop do); else one per row (a phone
+        # has no room for seven points' words).
+        if name == "desktop" and len(labels) == 7:
+            assert in_a_row, "seven labelled points fit side by side on a desktop"
+        if "phone" in name:
+            assert not in_a_row, f"{name}: the labelled points should be listed one per row"

@@ -91,7 +91,7 @@ def _assert_no_trace_shown(summary: bots.RunSummary) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- 1. a web worker killed
-ANSWER_CLAIM = 'UPDATE "studies_trial" SET "answered_at"'
+ANSWER_CLAIM = 'UPDATE "studies_trial" SET answered_at'  # services.trial_answer's claim (hand-written SQL)
 TRIALS_MADE = 'INSERT INTO "studies_trial"'
 
 
@@ -157,7 +157,7 @@ def test_a_web_worker_killed_while_saving_answers_loses_and_doubles_nothing(like
         assert server.proc.poll() is None, "the gunicorn master must survive its workers"
         _wait_for_a_replacement(server, victim, workers=3)
 
-    killed = [int(re.search(r'"studies_trial"\."id" = (\d+)', query).group(1)) for query in held]
+    killed = [int(re.search(r"WHERE id = (\d+)", query).group(1)) for query in held]
     cut = [c for c in summary.calls("answer") if c.status is None]
     assert killed and len(cut) >= len(killed), "the answers held in the killed worker lost their connection"
     check = _assert_nothing_lost_or_doubled(summary, likert_study)

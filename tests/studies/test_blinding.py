@@ -1,14 +1,16 @@
 """Blinding: nothing a participant can reach names a condition, model, utterance, corpus or speaker —
 not the pages, not the URLs, not the response headers, not the video files' metadata; video tokens
-are served only to sessions that include them."""
+are served only to sessions that include them. On a MUSHRA screen nothing but watching tells the hidden
+reference: the rated videos' markup is alike, and the open reference has a URL of its own."""
 import re
 
 import ffmpeg
 from django.conf import settings
+from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 
-from studies.models import Condition, Corpus, Stimulus, Utterance
+from studies.models import Condition, Corpus, Participant, Stimulus, TrialStimulus, Utterance
 
 
 def secret_words():
@@ -42,8 +44,8 @@ def test_no_page_url_or_header_names_a_condition(driver):
     assert final.status_code == 200
     for trial in driver.participant.trials.all():
         for slot in trial.slots.all():
-            seen.append((reverse("stimulus_video", args=[slot.stimulus.token]),
-                         client.get(reverse("stimulus_video", args=[slot.stimulus.token]), HTTP_RANGE="bytes=0-99")))
+            url = reverse("stimulus_video", args=[slot.url_token])  # as the page links it
+            seen.append((url, client.get(url, HTTP_RANGE="bytes=0-99")))
     words = secret_words()
     assert len(seen) > 20
     for path, response in seen:
@@ -53,6 +55,36 @@ def test_no_page_url_or_header_names_a_condition(driver):
         for word in words:
             assert word not in text, (word, path)
         assert not re.search(r"data-(condition|utterance)|\bstill\.mp4", text)
+
+
+def test_a_slider_screens_rated_videos_look_alike_and_the_open_reference_shares_no_url_with_them(driver):
+    driver.start()
+    spec = driver.participant.version.spec
+    slider_page = next(i for i, p in enumerate(spec["pages"])
+                       if p["type"] == "trials" and spec["questions"][p["question"]]["type"] == "slider")
+    Participant.objects.filter(pk=driver.participant.pk).update(page_index=slider_page)
+    assert spec["questions"][spec["pages"][slider_page]["question"]]["reference"]
+    for _ in range(3):  # every slider screen of the session
+        trial = driver.current_trial()
+        hidden = trial.slots.get(role=TrialStimulus.Role.HIDDEN_REFERENCE)
+        # A rendered hidden reference may be a frame longer than the other clips, and the open reference is
+        # exactly as long: the page must not tell their lengths.
+        Stimulus.objects.filter(pk=hidden.stimulus_id).update(duration_s=F("duration_s") + 0.04)
+        html = driver.page().content.decode()
+        rated = re.findall(r'<figure class="video-slot" data-slot="\d+">.*?</figure>', html, re.S)
+        assert len(rated) == 3
+        rated_tokens = [re.search(r"/v/([A-Za-z0-9_-]+)\.mp4", f).group(1) for f in rated]
+        # Alike but for their slot numbers and tokens; every video on the page, the reference too, gives one duration.
+        alike = {re.sub(r"/v/[A-Za-z0-9_-]+\.mp4", "/v/T.mp4", re.sub(r'(slot="|[so]-|<figcaption>)\d+', r"\1N", f))
+                 for f in rated}
+        assert len(alike) == 1, alike
+        assert len(set(re.findall(r'data-duration="([^"]+)"', html))) == 1
+        reference = re.search(r'<figure class="video-slot open-reference".*?/v/([A-Za-z0-9_-]+)\.mp4', html, re.S)
+        assert reference and reference.group(1) not in rated_tokens
+        assert hidden.stimulus.token in rated_tokens  # the same video as the reference, under another URL
+        assert trial.slots.get(role=TrialStimulus.Role.REFERENCE).stimulus_id == hidden.stimulus_id
+        driver.watch_all(trial, references=False)
+        assert driver.answer(trial).status_code == 201
 
 
 def test_video_files_carry_no_metadata_that_names_anything(db):

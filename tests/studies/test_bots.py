@@ -11,7 +11,7 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from studies import bots, services
-from studies.models import Exclusion, Participant, Response, Trial
+from studies.models import Exclusion, Participant, Response, Trial, TrialStimulus
 
 # Still attentive (1.5-6 s per answer), but at the quick end of it to keep the test short.
 QUICK_ATTENTIVE = replace(bots.ATTENTIVE, think_ms=(1500, 1800))
@@ -62,6 +62,11 @@ def test_bots_are_judged_by_the_quality_rules_and_no_answer_is_lost_or_doubled(l
     kept = _session(demo_study, "test-attentive")
     assert kept.status == Participant.Status.COMPLETED and kept.source == Participant.Source.BOT
     assert _rules(kept) == set()
+    # The MUSHRA screens' open references were watched like the other videos, and never rated.
+    references = TrialStimulus.objects.filter(trial__participant=kept, role=TrialStimulus.Role.REFERENCE)
+    assert references.count() == 3 and all(r.watch.ended for r in references.select_related("watch"))
+    rated = set(Response.objects.filter(participant=kept).values_list("trial_id", "slot"))
+    assert not rated & set(references.values_list("trial_id", "slot"))
     assert _rules(_session(demo_study, "test-careless")) & {"attention_check", "straight_lining"}
     assert "speed" in _rules(_session(demo_study, "test-speeder"))
 

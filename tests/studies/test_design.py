@@ -91,6 +91,30 @@ def test_slider_positions_rotate_so_each_treatment_takes_each_position_equally()
     assert len(positions) == 36 and len(set(positions.values())) == 1
 
 
+def test_an_open_reference_follows_the_rated_slots_once_per_embodiment_and_leaves_their_rotation_alone():
+    with_reference = SPEC.replace("prompt: Rate, hidden_reference", "prompt: Rate, reference: gt, hidden_reference")
+    spec, plain = parse_spec(with_reference), parse_spec(SPEC)
+    assert spec["questions"]["mush"]["reference"] == "gt"
+    training = "  - {type: training, question: mush, count: 2}\n"
+    spec_t = parse_spec(with_reference.replace("pages:\n", "pages:\n" + training))
+    for cell in range(cell_count(spec)):
+        kwargs = dict(utterances=UTTS, training_utterances=["p1"], cell=cell, seed=cell,
+                      attention_stimuli=[("att1", "attention-check", "avatar")])
+        ours = [t for t in plan_trials(spec, **kwargs) if t.page_index == 2]
+        theirs = [t for t in plan_trials(plain, **kwargs) if t.page_index == 2]
+        assert len(ours) == len(theirs) == len(UTTS)
+        for t, u in zip(ours, theirs):
+            assert t.slots[:6] == u.slots  # the rated slots, their order and roles as without the reference
+            utt = u.slots[0].utterance
+            assert [(s.utterance, s.condition, s.embodiment, s.role) for s in t.slots[6:]] == [
+                (utt, "gt", "avatar", "reference"), (utt, "gt", "robot_sim", "reference")]
+        practice = [t for t in plan_trials(spec_t, **kwargs) if t.kind == "training"]
+        assert len(practice) == 2
+        for t in practice:  # a practice slider screen looks like the rated ones: the reference after the six
+            assert [s.role for s in t.slots[6:]] == ["reference", "reference"]
+            assert "reference" not in [s.role for s in t.slots[:6]]
+
+
 def test_attention_checks_are_inserted_never_first_and_distinct():
     _, all_plans = plans()
     for plan in all_plans:

@@ -14,11 +14,11 @@ def test_a_participant_completes_the_demo_study(driver):
     assert p.completion_code and p.completion_code.encode() in final.content
     trials = Trial.objects.filter(participant=p)
     assert trials.filter(answered_at__isnull=True).count() == 0
-    # likert: 2 items per trial; slider: 1 item x 3 videos; pairwise: 1 answer
+    # likert: 2 items per trial; slider: 1 item x 3 rated videos (the open reference is not rated); pairwise: 1
     expected = 0
     for t in trials:
         q = p.version.spec["questions"][t.question]
         n_items = len(q["items"])
-        expected += n_items * (t.slots.count() if q["type"] == "slider" else 1)
+        expected += n_items * (t.slots.exclude(role="reference").count() if q["type"] == "slider" else 1)
     assert Response.objects.filter(participant=p).count() == expected
     assert not Exclusion.objects.filter(participant=p).exists()

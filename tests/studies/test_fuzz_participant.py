@@ -433,6 +433,8 @@ def test_video_requests_with_any_token_and_range(at_trial, data):
     driver, _ = at_trial
     participant = driver.participant
     own = set(TrialStimulus.objects.filter(trial__participant=participant).values_list("stimulus__token", flat=True))
+    own |= set(TrialStimulus.objects.filter(trial__participant=participant, token__isnull=False)
+               .values_list("token", flat=True))  # the open references' own tokens
     own.add(selectors.av_check_stimulus(participant.version.spec).token)
     not_own = list(Stimulus.objects.exclude(token__in=own).values_list("token", flat=True)[:3])
     token = data.draw(st.sampled_from(sorted(own) + not_own) | TEXT, label="token")

@@ -1,9 +1,14 @@
 """Participant pages beyond trials: lab links, the A/V check screening out, demographics validation,
-resuming mid-study, and no stack trace ever — whatever breaks, the participant sees a friendly page."""
+resuming mid-study, and no stack trace ever — whatever breaks, the participant sees a friendly page. Also how
+a likert scale's labels are shown: the two ends, or one under every point."""
+import re
+
+import yaml
 from django.test import Client
 from django.urls import reverse
 
-from studies import selectors
+from studies import selectors, services
+from studies.demo import demo_spec_text
 from studies.models import Participant
 
 
@@ -154,3 +159,58 @@ def test_a_browser_that_finished_cannot_start_again_through_the_plain_link(drive
     page = driver.page()
     assert first.completion_code.encode() in page.content
     assert Participant.objects.filter(study=driver.study).count() == 1
+
+
+def _likert_study(labels: list[str], slug: str):
+    """The quick demo's likert question with these labels, on a study that opens on its trials page."""
+    spec = yaml.safe_load(demo_spec_text(quick=True))
+    spec["slug"] = slug
+    spec["questions"] = {"naturalness": {**spec["questions"]["naturalness"], "labels": labels}}
+    spec["pages"] = [{"type": "trials", "question": "naturalness", "attention_checks": 0}, {"type": "completion"}]
+    version, _ = services.study_load(text=yaml.safe_dump(spec, sort_keys=False))
+    services.study_set_status(study=version.study, status="live")
+    return version.study
+
+
+def _scales(html: str) -> list[str]:
+    return re.findall(r'<fieldset class="likert".*?</fieldset>', html, re.S)
+
+
+def _points(scale: str) -> list[tuple[str, str]]:
+    """(value, label) of every point of one scale, in page order ("" for a point without a label)."""
+    found = re.findall(r'<label class="point"><input[^>]*value="(\d+)"[^>]*><span>(\d+)'
+                       r'(?: <small class="point-label">([^<]*)</small>)?</span></label>', scale)
+    assert all(value == shown for value, shown, _ in found)
+    return [(value, label) for value, _, label in found]
+
+
+def test_a_likert_scale_with_a_label_per_point_shows_each_under_its_point(db):
+    labels = ["Very unnatural", "Unnatural", "Somewhat unnatural", "Neither", "Somewhat natural", "Natural",
+              "Very natural"]
+    study = _likert_study(labels, "per-point-labels")
+    browser = Client()
+    browser.get(reverse("entry", args=[study.public_token]))
+    html = browser.get(reverse("take", args=[study.public_token])).content.decode()
+    scales = _scales(html)
+    assert len(scales) == 2  # one per item
+    for scale in scales:
+        assert _points(scale) == [(str(i), label) for i, label in enumerate(labels, start=1)]
+        assert '<div class="points labelled">' in scale
+        assert 'class="ends"' not in scale  # the end labels are already under the first and last points
+
+
+def test_a_likert_scale_with_two_labels_shows_them_at_its_ends_and_an_empty_label_leaves_a_point_bare(db):
+    ends = _likert_study(["Very unnatural", "Very natural"], "end-labels")
+    browser = Client()
+    browser.get(reverse("entry", args=[ends.public_token]))
+    scale = _scales(browser.get(reverse("take", args=[ends.public_token])).content.decode())[0]
+    assert _points(scale) == [(str(i), "") for i in range(1, 8)] and '<div class="points">' in scale
+    assert '<div class="ends"><span>Very unnatural</span><span>Very natural</span></div>' in scale
+
+    some = _likert_study(["Very unnatural", "", "", "Neither", "", "", "Very natural"], "some-labels")
+    browser = Client()
+    browser.get(reverse("entry", args=[some.public_token]))
+    scale = _scales(browser.get(reverse("take", args=[some.public_token])).content.decode())[0]
+    assert _points(scale) == [("1", "Very unnatural"), ("2", ""), ("3", ""), ("4", "Neither"), ("5", ""), ("6", ""),
+                              ("7", "Very natural")]
+    assert 'class="ends"' not in scale

@@ -120,6 +120,42 @@ def test_the_dashboard_queues_a_report_whose_files_only_the_studys_researchers_g
     assert StudyReport.objects.count() == before
 
 
+@pytest.mark.slow
+def test_bot_sessions_are_in_a_dashboard_report_only_when_the_researcher_asks(demo_study, monkeypatch, settings,
+                                                                               tmp_path):
+    """Bots, like pilots, are not data: a report leaves them out unless the dashboard's "with preview, pilot and
+    bot sessions" box is ticked (`manage.py demo` asks for them: its report is of its bots)."""
+    from studies import services
+
+    settings.REPORTS_ROOT = tmp_path
+    monkeypatch.setattr("studies.tasks.report_study.delay", lambda report_id: None)
+    bot = MushraAwareDriver(Client(), demo_study)
+    bot.start(f"?mode=bot&key={services.pilot_key(demo_study)}&bot_id=bot-1")
+    bot.complete()
+    assert bot.participant.source == "bot" and bot.participant.status == "completed"
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    demo_study.owner = owner
+    demo_study.save()
+    client = Client()
+    client.force_login(owner)
+    form = {"correction": "holm", "n_boot": "200", "seed": "0"}
+    for extra in ({}, {"include_pilot": "1"}):
+        response = client.post(reverse("study_report_request", args=[demo_study.slug]), {**form, **extra})
+        assert response.status_code == 302
+    without, with_bots = StudyReport.objects.filter(study=demo_study).order_by("pk")
+    assert "include_pilot" not in without.options and with_bots.options["include_pilot"] is True
+    summaries = {}
+    for report in (without, with_bots):
+        report = reporting.report_run(report_id=report.pk)
+        assert report.status == "done", report.error
+        summaries[report.pk] = json.loads((tmp_path / report.folder / "summary.json").read_text())
+    assert "no ratings" in summaries[without.pk]["messages"][0]["text"].lower()
+    assert summaries[with_bots.pk]["source"]["include_pilot"] is True
+    assert summaries[with_bots.pk]["exclusions"]["n_participants_before"] == 1
+    page = (tmp_path / StudyReport.objects.get(pk=with_bots.pk).folder / "index.html").read_text()
+    assert "preview, pilot and bot responses included" in page
+
+
 def webmushra_csv(path, *, assessors=8, seed=0):
     """A webMUSHRA `mushra.csv` (service/write.php's columns) with a hidden reference, an anchor and two
     conditions; assessor 0 rates the hidden reference low (BS.1534 excludes them)."""

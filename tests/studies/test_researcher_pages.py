@@ -52,6 +52,28 @@ def test_preview_runs_as_a_participant_but_counts_nowhere(admin_client, demo_stu
     assert ctx["started"] == 0 and ctx["pilot_sessions"] == 1
 
 
+def test_the_dashboard_counts_pilot_and_bot_sessions_only_when_asked(driver, admin_client, demo_study):
+    from django.test import Client
+
+    from studies import services
+
+    driver.start()
+    driver.complete()  # a participant
+    pilot = type(driver)(Client(), demo_study)
+    pilot.start(f"?mode=pilot&key={services.pilot_key(demo_study)}")
+    pilot.complete()
+    url = reverse("study_dashboard", args=[demo_study.slug])
+    plain = admin_client.get(url)
+    assert plain.context["started"] == 1 and plain.context["pilot_sessions"] == 1
+    assert b"?sessions=all" in plain.content  # the way to count them too
+    every = admin_client.get(url + "?sessions=all").context
+    assert every["started"] == 2 and every["include_pilot"] and every["completed_without_exclusion"] == 2
+    assert every["source_counts"] == {"direct": 1, "pilot": 1}
+    rows = {(row["condition"], row["embodiment"]): row for row in every["per_condition"]}
+    assert rows[("ground_truth", "avatar")]["valid"] == 2 * (1 + 3 + 2)
+    assert every["valid_completions"] == 1  # the quota still counts the participant alone
+
+
 def test_close_and_reopen(admin_client, demo_study):
     admin_client.post(reverse("study_status", args=[demo_study.slug]), {"status": "closed"})
     demo_study.refresh_from_db()

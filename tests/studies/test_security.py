@@ -291,6 +291,8 @@ def test_limits_are_shared_through_redis_between_processes(limits, demo_study, s
     assert Client().get(url).status_code == 302
     keys = redis.Redis(port=6379, db=db).keys("*ratelimit:start:*")
     assert len(keys) == 1  # the counter lives in Redis, where every worker counts
+    assert 60 <= redis.Redis(port=6379, db=db).ttl(keys[0]) <= 65  # and expires after its window (+5 s)
+    assert int(redis.Redis(port=6379, db=db).get(keys[0])) == 1
     assert Client().get(url).status_code == 302
     assert Client().get(url).status_code == 429
     redis.Redis(port=6379, db=db).flushdb()

@@ -159,6 +159,34 @@ def test_counters_never_go_down(driver):
     assert (w.seeks, w.pauses, w.watched_fraction) == (3, 2, 0.5)
 
 
+def test_a_late_report_neither_unsets_ended_nor_moves_its_time(driver):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    trial = to_first_trial(driver)
+    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    ended = {"trial": trial.public_id, "slot": 0, "ended": True, "watched_fraction": 1.0, "replays": 1}
+    r = driver.post_json("watch", ended)
+    assert r.status_code == 200 and r.json()["ended"] is True
+    first = WatchRecord.objects.get(trial_stimulus__trial=trial, trial_stimulus__slot=0)
+    assert first.ended and first.ended_at is not None and first.replays == 1
+    r = driver.post_json("watch", {"trial": trial.public_id, "slot": 0, "ended": False, "watched_fraction": 0.3,
+                                   "replays": 2})
+    assert r.status_code == 200 and r.json()["ended"] is True  # it stays ended
+    later = WatchRecord.objects.get(pk=first.pk)
+    assert (later.ended, later.ended_at, later.watched_fraction, later.replays) == (True, first.ended_at, 1.0, 2)
+    assert later.updated_at > first.updated_at
+
+
+@pytest.mark.parametrize("slot", [-1, 2**31, 2**63, 10**30])
+def test_a_slot_outside_any_screen_is_not_found_not_an_error(driver, slot):
+    trial = to_first_trial(driver)
+    r = driver.post_json("watch", {"trial": trial.public_id, "slot": slot, "watched_fraction": 0.5})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert not WatchRecord.objects.filter(trial_stimulus__trial=trial).exists()
+
+
 def test_a_tie_is_exported_with_its_pairs_embodiment_so_the_analysis_counts_it(driver):
     """A tie chooses no side; its row must still carry the pair's embodiment (the analysis groups preferences
     by question x embodiment), or the ties fall out of the win rates."""

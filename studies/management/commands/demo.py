@@ -77,7 +77,8 @@ class Command(BaseCommand):
             "  The corpus is SYNTHETIC (espeak-ng speech, motion made from it): the figures show the platform, "
             "not how these models fare on people.",
             f"  participant link:  {base}{reverse('entry', args=[study.public_token])}",
-            f"  dashboard:         {base}{reverse('study_dashboard', args=[study.slug])}",
+            # the demo's participants are its bots, which a study never counts as data: shown with them
+            f"  dashboard:         {base}{reverse('study_dashboard', args=[study.slug])}?sessions=all",
             f"  gallery:           {base}{reverse('study_gallery', args=[study.slug])}",
             f"  report:            {base}{reverse('study_report_file', args=[study.slug, result.report_id, 'index.html'])}",
             f"  trained models:    {base}{reverse('model_list')}",

@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         add_analysis_arguments(parser)
-        parser.add_argument("--include-pilot", action="store_true", help="include preview and pilot sessions")
+        parser.add_argument("--include-pilot", action="store_true", help="include preview, pilot and bot sessions")
 
     def handle(self, *args, **opts):
         study = Study.objects.filter(slug=opts["slug"]).first()

@@ -3,7 +3,9 @@ for a crowd of several kinds at once) — simulated participants take a live stu
 completed, which quality rules excluded them, and whether every acknowledged answer is stored exactly once.
 
 Without --base-url (or with --serve) a gunicorn server is started on a free 127.0.0.1 port against the
-same database and stopped afterwards. Bots are counted like real participants (source "bot").
+same database and stopped afterwards. Bot sessions (source "bot") are not data, as pilots are not: they fill
+no quota, take no real participant's cell (bots are balanced among themselves), and exports and reports leave
+them out unless asked for (`--include-pilot`).
 """
 from collections import Counter
 

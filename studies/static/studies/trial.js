@@ -1,5 +1,6 @@
-/* Trial page: the answers unlock only after every video has played to the end (checked again by the
-   server); the player's facts (watched fraction, seeks, pauses, replays, hidden time, errors) are reported;
+/* Trial page: the answers unlock only after every rated video has played to the end (checked again by the
+   server; a slider page's open reference is the participant's to play or not); the player's facts (watched
+   fraction, seeks, pauses, replays, hidden time, errors) of every video, the reference's too, are reported;
    answers are sent once per trial with a client-made submission id, retried on network failure, a server error or a rate limit (after its Retry-After). */
 (function () {
   "use strict";
@@ -10,6 +11,7 @@
   var nextBtn = document.getElementById("next");
   var errorBox = document.getElementById("trial-error");
   var videos = Array.prototype.slice.call(root.querySelectorAll("video.stimulus"));
+  var rated = videos.filter(function (v) { return !v.closest(".open-reference"); });
   var state = {};
   var unlockedAt = null;
   var hiddenSince = document.hidden ? Date.now() : null;
@@ -70,7 +72,7 @@
   }
 
   function maybeUnlock() {
-    var all = videos.every(function (v) { return state[v.dataset.slot].serverEnded; });
+    var all = rated.every(function (v) { return state[v.dataset.slot].serverEnded; });
     if (!all || unlockedAt !== null) return;
     unlockedAt = Date.now();
     root.querySelectorAll(".answer").forEach(function (el) { el.disabled = false; });
@@ -156,6 +158,20 @@
     });
   });
   root.querySelectorAll("input[type=radio]").forEach(function (el) { el.addEventListener("change", updateNext); });
+
+  // Likert points with a label each stand side by side while every word of every label fits its point; when
+  // one would not (many points, long words, a narrow screen) the scale lists its points one per row instead.
+  var labelledScales = Array.prototype.slice.call(root.querySelectorAll(".points.labelled"));
+  function fitLabels() {
+    labelledScales.forEach(function (scale) {
+      scale.classList.remove("stacked");
+      var tooLong = Array.prototype.some.call(scale.querySelectorAll(".point-label"), function (label) {
+        return label.scrollWidth > label.clientWidth + 1;
+      });
+      scale.classList.toggle("stacked", tooLong);
+    });
+  }
+  if (labelledScales.length) { fitLabels(); window.addEventListener("resize", fitLabels); }
 
   var sending = false;
   nextBtn.addEventListener("click", function () {
