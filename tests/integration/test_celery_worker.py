@@ -71,6 +71,20 @@ def inference_worker(redis_broker):
     _stop(proc)
 
 
+def test_each_task_is_queued_once_on_its_own_queue(redis_broker):
+    """A task goes to its family's queue and to no other: a render worker never runs training, the hardware
+    worker never renders (queues bound to one shared routing key would each get a copy of every task)."""
+    client = redis.Redis.from_url(redis_broker)
+    sent = {"render": "studies.tasks.render_ping", "inference": "studies.tasks.inference_train_model",
+            "hardware": "studies.tasks.hardware_health"}
+    with app.connection_for_write(redis_broker) as conn:
+        for queue, name in sent.items():
+            app.send_task(name, args=[0], connection=conn)
+            # kombu's Redis transport keeps each queue's messages in a list named after the queue
+            assert {q: client.llen(q) for q in sent} == {q: int(q == queue) for q in sent}, name
+            client.delete(queue)
+
+
 def test_a_worker_process_renders_a_queued_stimulus(worker, redis_broker):
     demo_corpus_build(quick=True)
     shifted, _ = Condition.objects.get_or_create(name="lipsync-shift-300ms", defaults={"kind": "time_shift", "params": {"ms": 300}})
