@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from inference.models import BUILT_IN_KINDS, KINDS_ENV, ModelKindError, Recipe, recipe
+from inference.models import BUILT_IN_KINDS, ModelKindError, Recipe, recipe
+from tests.inference.kinds import register_kinds
 
 
 def test_the_built_in_kinds_declare_what_they_consume_and_produce():
@@ -23,19 +24,9 @@ def test_the_built_in_kinds_declare_what_they_consume_and_produce():
     assert generators == {"separate", "joint", "forked", "glow", "audio2landmark"}
 
 
-def _register(tmp_path, monkeypatch, **kinds):
-    """Register each kind=source-kind as a module of its own holding the source recipe under the new name."""
-    for kind, source in kinds.items():
-        (tmp_path / f"lab_{kind}.py").write_text(
-            "import dataclasses\n"
-            "from inference.models import recipe\n"
-            f"RECIPE = dataclasses.replace(recipe({source!r}), kind={kind!r})\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv(KINDS_ENV, ",".join(f"{kind}=lab_{kind}" for kind in kinds))
-
-
 def test_a_kind_registered_under_a_new_name_is_judged_by_its_recipe(tmp_path, monkeypatch):
-    _register(tmp_path, monkeypatch, robot_mlp="inverse", speech_encoder="apc", flow="glow", blstm="separate")
+    register_kinds(tmp_path, monkeypatch, {"robot_mlp": "inverse", "speech_encoder": "apc", "flow": "glow",
+                                           "blstm": "separate"})
     assert not recipe("robot_mlp").generates_motion_from_speech
     assert recipe("robot_mlp").inputs == "motion"
     assert not recipe("speech_encoder").generates_motion_from_speech

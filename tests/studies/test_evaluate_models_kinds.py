@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from inference.models import KINDS_ENV
 from studies.models import Corpus, TrainedModel
+from tests.inference.kinds import register_kinds
 
 pytestmark = pytest.mark.django_db
 
@@ -16,15 +17,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def registered(tmp_path, monkeypatch):
     """Three kinds under names the platform has never heard of, each a module of its own."""
-    kinds = {"robot_mlp": "inverse", "speech_encoder": "apc", "lab_blstm": "separate"}
-    for kind, source in kinds.items():
-        (tmp_path / f"own_{kind}.py").write_text(
-            "import dataclasses\n"
-            "from inference.models import recipe\n"
-            f"RECIPE = dataclasses.replace(recipe({source!r}), kind={kind!r})\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv(KINDS_ENV, ",".join(f"{kind}=own_{kind}" for kind in kinds))
-    return kinds
+    return register_kinds(tmp_path, monkeypatch,
+                          {"robot_mlp": "inverse", "speech_encoder": "apc", "lab_blstm": "separate"}, prefix="own_")
 
 
 @pytest.fixture
