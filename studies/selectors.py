@@ -38,6 +38,11 @@ class SessionParticipant:
         return self.id
 
 
+def spec_of(participant) -> dict:
+    """The participant's study version spec: a SessionParticipant carries it, a Participant has its version."""
+    return participant.spec if isinstance(participant, SessionParticipant) else participant.version.spec
+
+
 _SPECS: dict[tuple, dict] = {}  # (version id, its creation time) → spec; a version's spec never changes
 
 
@@ -113,8 +118,7 @@ class ShownVideo:
 def position(participant) -> Position:
     """Two queries (hand-written, rawsql.py): the participant's trials, then the current trial's videos.
     `participant` is a Participant or a SessionParticipant."""
-    spec = participant.spec if isinstance(participant, SessionParticipant) else participant.version.spec
-    pages = spec["pages"]
+    pages = spec_of(participant)["pages"]
     T = rawsql.T
     trials = rawsql.fetch_all(
         f"SELECT id, public_id, page_index, position, kind, question, first_shown_at, answered_at IS NOT NULL "

@@ -617,11 +617,6 @@ def trial_mark_shown(*, trial) -> None:
 WATCH_INT_FIELDS = ("seeks", "pauses", "replays", "hidden_ms", "playback_errors")
 
 
-def _spec_of(participant) -> dict:
-    """The participant's study version spec: a SessionParticipant carries it, an ORM Participant has its version."""
-    return participant.spec if isinstance(participant, selectors.SessionParticipant) else participant.version.spec
-
-
 def watch_record(*, participant, trial_public_id: str, slot: int, report: dict) -> bool:
     """Store what the player reports about one video; 'ended' is checked against the server's clock.
 
@@ -791,7 +786,7 @@ def trial_answer(
             continue  # the open reference is there to compare with; watching it is the participant's choice
         if not s.ended:
             raise Conflict("Please watch the video to the end before answering.", code="not_watched")
-    question = _spec_of(participant)["questions"][question_key]
+    question = selectors.spec_of(participant)["questions"][question_key]
     given = []
     for a in answers:
         item, slot = a.get("item"), a.get("slot", 0)
