@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from .models import Corpus, Participant, RenderJob, Response, Stimulus, Study, StudyReport, TrainedModel
+from .parallel import default_processes, run_commands
 
 # The study's conditions as written in its YAML (the model ones name this plan's trained models).
 CONDITION_LINES = {
@@ -74,7 +75,10 @@ PLANS = {
                         "audio2landmark": ["finetune_epochs=1"]},
         render={"width": 96, "height": 96, "fps": 10}, attentive=1, careless=1, n_boot=200),
 }
-MODEL_ORDER = ("separate", "joint", "forked", "glow", "apc", "audio2landmark", "inverse")
+# Trained in this order, side by side; separate and joint listen to the same features, so they do not start
+# together (the second finds the first's features cached).
+MODEL_ORDER = ("separate", "forked", "joint", "glow", "apc", "audio2landmark", "inverse")
+MODEL_STARTS_FROM = {"audio2landmark": "apc"}  # fine-tuned from the APC speech encoder's weights
 
 
 def study_text(plan: DemoPlan, utterances: list[str]) -> str:
@@ -151,22 +155,40 @@ class DemoPipeline:
         return f"{self.plan.name}-{kind}"
 
     def models(self):
-        made = False
-        for i, kind in enumerate(MODEL_ORDER, start=1):
+        """Train the models not trained yet with these settings, side by side in one process per core (each
+        with its share of the cores: small recurrent networks gain little from a second thread)."""
+        todo = []
+        for kind in MODEL_ORDER:
             name = self._model_name(kind)
             options = [f"train.max_epochs={self.plan.epochs[kind]}", *self.plan.model_settings.get(kind, [])]
             model = TrainedModel.objects.filter(name=name).first()
-            wanted = json.dumps(options)
-            if model is not None and model.status == TrainedModel.Status.DONE and self._stamp_is(name, wanted):
+            starts_from = MODEL_STARTS_FROM.get(kind)
+            if model is not None and model.status == TrainedModel.Status.DONE and \
+                    self._stamp_is(name, json.dumps(options)) and starts_from not in {k for k, _, _ in todo}:
                 continue
-            if model is not None:  # failed, interrupted or trained with other settings: start it again
-                model.delete()
-            self.say(f"[2/8] training {kind} ({i} of {len(MODEL_ORDER)})")
-            extra = {"init_from": self._model_name("apc")} if kind == "audio2landmark" else {}
-            call_command("train", corpus=self.plan.name, kind=kind, name=name, set=options, **extra)
-            self._stamp_set(name, wanted)
-            made = True
-        return made or False
+            todo.append((kind, name, options))
+        if not todo:
+            return False
+        # Failed, interrupted or trained with other settings (or from a model trained again): start again,
+        # a model before the one it started from (which it protects).
+        for _, name, _ in reversed(todo):
+            TrainedModel.objects.filter(name=name).delete()
+        processes = min(default_processes(), len(todo))
+        self.say(f"[2/8] training {len(todo)} models ({', '.join(k for k, _, _ in todo)}), {processes} at a time")
+        commands = [("train", [], {"corpus": self.plan.name, "kind": kind, "name": name, "set": options,
+                               **({"init_from": self._model_name(MODEL_STARTS_FROM[kind])}
+                                  if kind in MODEL_STARTS_FROM else {})})
+                    for kind, name, options in todo]
+        kinds = [kind for kind, _, _ in todo]
+        after = {kinds.index(kind): kinds.index(first) for kind, first in MODEL_STARTS_FROM.items()
+                 if kind in kinds and first in kinds}
+        try:
+            run_commands(commands, after=after, processes=processes)
+        finally:  # what finished is kept, also when another model failed
+            for _, name, options in todo:
+                if TrainedModel.objects.filter(name=name, status=TrainedModel.Status.DONE).exists():
+                    self._stamp_set(name, json.dumps(options))
+        return True
 
     def metrics_table(self) -> Path:
         """Where `evaluate_models` writes by default, and where the study's report looks for it."""

@@ -87,6 +87,37 @@ def test_every_stimulus_is_made_once_with_its_recipe_on_avatar_and_robot(corpus,
     assert RenderJob.objects.filter(status="done").count() == 20
 
 
+@pytest.mark.pg_only  # the render processes share the test database, so it must be a server's
+@pytest.mark.django_db(transaction=True)
+def test_two_render_processes_make_each_stimulus_once_and_take_up_a_stopped_run(corpus, tmp_path, settings):
+    from studies.rendering import render_jobs_plan
+    from studies.spec import parse_spec
+
+    _train("joint", "synth-render-joint", "--set", "hidden=8")
+    spec = _spec_file(tmp_path)
+    jobs = render_jobs_plan(parse_spec(spec.read_text()))
+    assert len(jobs) == 8 and {j.status for j in jobs} == {"queued"}
+    # A run that was stopped mid-render left one job "rendering": the next run takes it again.
+    RenderJob.objects.filter(pk=jobs[0].pk).update(status="rendering", attempts=1)
+
+    call_command("render_study", str(spec), "--jobs", "2")
+    done = RenderJob.objects.filter(utterance__corpus__name="synth-render")
+    assert done.count() == 8 and set(done.values_list("status", flat=True)) == {"done"}
+    stimuli = Stimulus.objects.filter(utterance__corpus__name="synth-render")
+    cells = list(stimuli.values_list("utterance__name", "condition__name", "embodiment"))
+    assert len(cells) == len(set(cells)) == 8
+    assert done.get(pk=jobs[0].pk).stimulus is not None and done.get(pk=jobs[0].pk).attempts == 2
+    # The processes wrote into this test's folders (media and the rendered-file cache), not the defaults.
+    assert all((Path(settings.MEDIA_ROOT) / s.file).is_file() for s in stimuli)
+    assert len(list((Path(settings.VAR_DIR) / "cache" / "stimuli").glob("*.mp4"))) == 8
+
+
+def test_render_processes_must_be_at_least_one(corpus, tmp_path):
+    with pytest.raises(CommandError, match="--jobs must be at least 1"):
+        call_command("render_study", str(_spec_file(tmp_path)), "--jobs", "0")
+    assert not RenderJob.objects.exists()
+
+
 def test_a_failed_render_says_why_and_can_be_retried(corpus, tmp_path, client, django_user_model):
     spec = _spec_file(tmp_path, recorded=False)  # still and a model that has not been trained yet
     with pytest.raises(CommandError, match="could not be rendered"):

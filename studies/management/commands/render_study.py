@@ -1,17 +1,18 @@
 """`manage.py render_study FILE_OR_SLUG` — make every stimulus a study needs that does not exist yet.
 
 Takes the study YAML (before `load_study`, which refuses a study whose stimuli are missing) or the slug of
-a loaded study. Renders here with a progress bar, or with `--background` queues one Celery task per
-stimulus on the `render` queue (the study's dashboard shows progress). A failed render is reported with its
+a loaded study. Renders here with a progress bar — in `--jobs N` processes, each with its own renderer
+(default: one per core, at most 4) — or with `--background` queues one Celery task per stimulus on the
+`render` queue for the workers (the study's dashboard shows progress). A failed render is reported with its
 reason; `--retry-failed` tries the failed ones again. Cells on the physical robot are not rendered: they are
 counted as "to capture" with `manage.py capture` on the machine the robot is plugged into.
 """
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from studies import capturing, rendering
+from studies.parallel import MAX_DEFAULT_PROCESSES, ProcessDied, default_processes, render_here
 from studies.models import RenderJob, Study
 from studies.spec import SpecError, parse_spec
 
@@ -26,8 +27,13 @@ class Command(BaseCommand):
         parser.add_argument("--uploads", help="folder of uploaded conditions' videos: DIR/<condition>/<utterance>.mp4")
         parser.add_argument("--reencode", action="store_true",
                             help="re-encode uploaded videos that fail the format rules (else they are refused)")
+        parser.add_argument("--jobs", type=int, default=default_processes(), metavar="N",
+                            help="render in N processes on this machine, each with its own renderer (default: one "
+                                 f"per core, at most {MAX_DEFAULT_PROCESSES}: {default_processes()} here)")
 
     def handle(self, *args, **opts):
+        if opts["jobs"] < 1:
+            raise CommandError(f"--jobs must be at least 1 (got {opts['jobs']})")
         spec = study_spec(opts["study"], self.stderr)
         try:
             jobs = rendering.render_jobs_plan(spec, retry_failed=opts["retry_failed"],
@@ -35,7 +41,10 @@ class Command(BaseCommand):
             to_capture = capturing.captures_pending(spec)
         except rendering.RenderRequestError as exc:
             raise CommandError(str(exc)) from None
-        todo = [j for j in jobs if j.status == RenderJob.Status.QUEUED]
+        # Jobs left "rendering" by a run that was stopped count as to do: here they are taken again (on
+        # PostgreSQL a job a worker renders right now is waited for, then found done: rendering.job_lock);
+        # with --background the queue's own redelivery takes them.
+        todo = [j for j in jobs if j.status in (RenderJob.Status.QUEUED, RenderJob.Status.RENDERING)]
         failed_before = [j for j in jobs if j.status == RenderJob.Status.FAILED]
         capture_note = (f", {to_capture} to capture with `manage.py capture {spec['slug']} --robot DEVICE "
                         "--camera DEVICE`" if to_capture else "")
@@ -44,19 +53,18 @@ class Command(BaseCommand):
         if opts["background"]:
             from studies.tasks import render_stimulus
 
-            for job in todo:
+            queued = [j for j in todo if j.status == RenderJob.Status.QUEUED]
+            for job in queued:
                 result = render_stimulus.delay(job.pk)
                 RenderJob.objects.filter(pk=job.pk).update(task_id=result.id)
-            self.stdout.write(f"queued {len(todo)} render tasks; the study's dashboard shows progress")
+            self.stdout.write(f"queued {len(queued)} render tasks; the study's dashboard shows progress")
             return
-        failures = []
-        for job in tqdm(todo, desc="rendering", unit="stimulus", disable=None):
-            try:
-                rendering.render_job_run(job_id=job.pk)
-            except Exception as exc:  # recorded on the job; reported together below
-                failures.append((job, exc))
-        failures += [(j, None) for j in failed_before]
-        for job, exc in failures:
+        try:
+            failures = render_here(todo, processes=opts["jobs"])
+        except ProcessDied as exc:
+            raise CommandError(str(exc)) from None
+        failures += failed_before
+        for job in failures:
             job.refresh_from_db()
             self.stderr.write(f"  failed: {job.utterance.name} / {job.condition.name} / {job.embodiment}: {job.error}")
         if failures:
