@@ -62,7 +62,7 @@ class TrainedModelAdmin(ReadOnlyAdmin):
 class RenderJobAdmin(ReadOnlyAdmin):
     """Made by `manage.py render_study`; failed ones are retried from the study's dashboard."""
 
-    list_display = ("utterance", "condition", "embodiment", "status", "attempts", "updated_at")
+    list_display = ("utterance", "condition", "embodiment", "variant", "status", "attempts", "updated_at")
     list_filter = ("status", "embodiment", "condition")
 
 
@@ -81,8 +81,9 @@ class ConditionAdmin(admin.ModelAdmin):
 
 @admin.register(Stimulus)
 class StimulusAdmin(admin.ModelAdmin):
-    list_display = ("token", "condition", "embodiment", "utterance", "duration_s", "is_placeholder")
-    list_filter = ("condition", "embodiment", "is_placeholder")
+    list_display = ("token", "condition", "embodiment", "utterance", "variant", "width", "height", "duration_s",
+                    "is_placeholder")
+    list_filter = ("condition", "embodiment", "is_placeholder", "variant")
     search_fields = ("token", "utterance__name")
     readonly_fields = [f.name for f in Stimulus._meta.fields]
 

@@ -100,18 +100,16 @@ def study_target(study, base_url: str) -> StudyTarget:
     Known answers are the attention-check and A/V-check clips' expected answers: what a person hears in
     the clip, never which condition a video shows.
     """
-    from . import services
-    from .models import Condition, Stimulus
+    from . import selectors, services
+    from .models import Corpus, Stimulus
 
     spec = study.current_version.spec
-    known = dict(
-        Stimulus.objects.filter(
-            utterance__corpus__name=spec["stimuli"]["corpus"],
-            condition__kind__in=(Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK),
-            expected_answer__isnull=False,
-        ).values_list("token", "expected_answer")
-    )
-    shown = Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"],
+    corpus = spec["stimuli"]["corpus"]
+    checks = [*selectors.attention_check_stimuli(spec, Corpus.objects.get(name=corpus)),
+              selectors.av_check_stimulus(spec)]
+    known = {s.token: s.expected_answer for s in checks if s is not None and s.expected_answer is not None}
+    # The study's own videos only (its render settings' variant), as its participants are served them.
+    shown = Stimulus.objects.filter(selectors.in_study_variant(spec), utterance__corpus__name=corpus,
                                     condition__name__in=list(spec["stimuli"]["conditions"]))
     perceived = {token: PERCEIVED_CATCH if (params or {}).get("catch") else PERCEIVED_BY_KIND[kind]
                  for token, kind, params in shown.values_list("token", "condition__kind", "condition__params")

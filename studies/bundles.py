@@ -78,32 +78,32 @@ class BundleError(Exception):
 def study_stimuli(version: StudyVersion) -> list[tuple[Stimulus, str]]:
     """Every video a participant of this study version can be shown, with its role (see ROLES).
 
-    The same rules as the participant flow (services._create_trials): the rated utterances in every
-    condition x embodiment; the practice utterances (corpus utterances outside the rated ones that have
-    every treatment's video) when there is a training page; the attention-check clips when a trials page
-    asks for checks; the corpus's A/V check clip when there is an av_check page.
+    The same rules as the participant flow (services._create_trials): the videos made for the study's
+    render settings (its variant) of the rated utterances in every condition x embodiment; the practice
+    utterances (corpus utterances outside the rated ones that have every treatment's video) when there is a
+    training page; the attention-check clips when a trials page asks for checks; the corpus's A/V check clip
+    when there is an av_check page.
     """
     spec = version.spec
     corpus = Corpus.objects.get(name=spec["stimuli"]["corpus"])
     cells = set(treatments(spec))
     pages = spec["pages"]
     rated = set(services.study_utterance_names(spec))
-    in_corpus = Stimulus.objects.filter(utterance__corpus=corpus).select_related("utterance__corpus", "condition")
+    of_corpus = Stimulus.objects.filter(utterance__corpus=corpus)
+    in_corpus = of_corpus.filter(selectors.in_study_variant(spec)).select_related("utterance__corpus", "condition")
     special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
     treated = [s for s in in_corpus.exclude(condition__kind__in=special) if (s.condition.name, s.embodiment) in cells]
     chosen: dict[int, tuple[Stimulus, str]] = {s.pk: (s, "rated") for s in treated if s.utterance.name in rated}
     if any(p["type"] == "training" for p in pages):
-        check_clips = set(in_corpus.filter(condition__kind__in=special).values_list("utterance__name", flat=True))
+        # Like the participant flow: an utterance with a check clip in any variant is never practice.
+        check_clips = set(of_corpus.filter(condition__kind__in=special).values_list("utterance__name", flat=True))
         by_utterance: dict[str, set] = {}
         for s in treated:
             by_utterance.setdefault(s.utterance.name, set()).add((s.condition.name, s.embodiment))
         practice = {u for u, have in by_utterance.items() if u not in rated | check_clips and have >= cells}
         chosen.update({s.pk: (s, "training") for s in treated if s.utterance.name in practice})
     if any(p["type"] == "trials" and p.get("attention_checks") for p in pages):
-        wanted = set(selectors.attention_stimuli(spec, corpus))
-        checks = in_corpus.filter(condition__kind=Condition.Kind.ATTENTION_CHECK)
-        chosen.update({s.pk: (s, "attention_check") for s in checks
-                       if (s.utterance.name, s.condition.name, s.embodiment) in wanted})
+        chosen.update({s.pk: (s, "attention_check") for s in selectors.attention_check_stimuli(spec, corpus)})
     if any(p["type"] == "av_check" for p in pages):
         av = selectors.av_check_stimulus(spec)
         if av is not None:

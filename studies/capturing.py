@@ -3,8 +3,9 @@ one cell plays, the lock that keeps one robot out of two captures at once, and t
 robot and camera, play and film, register the checked video under an opaque token). Also the robot's calibration
 (stored as a RobotRecord) and the robot + camera health check.
 
-A captured cell reuses RenderJob (utterance × condition × embodiment="robot_physical"): progress and failures
-show on the study's dashboard like renders. Its motion is the condition's (`rendering.condition_motion`) turned
+A captured cell reuses RenderJob (utterance × condition × embodiment="robot_physical", in the study's variant of
+render settings, as rendered cells: studies/variants.py): progress and failures show on the study's dashboard
+like renders. Its motion is the condition's (`rendering.condition_motion`) turned
 into the robot's motor commands by the inverse model exactly as for the simulated robot
 (`rendering.robot_motion`); the inverse model must drive the robot that is connected (`motors:<its profile
 name>`). The filming, synchronisation and encoding live in render/hardware/capture.py (no Django).
@@ -76,9 +77,12 @@ def capture_jobs_plan(spec: dict, stimuli: list[str] | None = None, retry_failed
 
 
 def captures_pending(spec: dict) -> int:
-    """How many robot_physical cells of the study have no stimulus yet (what `manage.py capture` would film)."""
+    """How many robot_physical cells of the study have no stimulus yet in its variant (what `manage.py capture`
+    would film)."""
+    settings_ = rendering.job_settings(spec)
     return sum(1 for u, c, e in capture_cells(spec)
-               if not Stimulus.objects.filter(utterance=u, condition=c, embodiment=e).exists())
+               if not Stimulus.objects.filter(utterance=u, condition=c, embodiment=e,
+                                              variant=rendering.cell_variant(settings_, c.kind)).exists())
 
 
 # --- one cell's motion --------------------------------------------------------------------------------------
@@ -270,7 +274,8 @@ def capture_settings_for(spec_or_job_settings: dict, overrides: dict | None = No
 def capture_job_run(*, job_id: int, robot_device: str, camera_device: str, settings: dict | None = None,
                     speaker_device: str | None = None, lock_wait_s: float = LOCK_WAIT_S, cancel=None,
                     progress=None) -> RenderJob:
-    """Film the job's cell on the robot and register the stimulus (idempotent: a cell with a stimulus is done).
+    """Film the job's cell on the robot and register the stimulus in the job's variant (idempotent: a cell with a
+    stimulus in that variant is done).
 
     `settings` are CaptureSettings overrides (tail_s, size, retries, timeout_s, crf, marker). A busy robot
     (RobotBusy) or an interrupt leaves the job queued; any other failure marks it failed with the reason and is
@@ -322,7 +327,8 @@ def _capture_job_run(*, job_id, robot_device, camera_device, settings, speaker_d
             "calibrated_at": record.calibrated_at.isoformat() if record.calibrated_at else None,
             "captured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         stimulus = services.stimulus_register(utterance=job.utterance, condition=job.condition,
-                                              embodiment=job.embodiment, source_path=result.path, recipe=recipe,
+                                              embodiment=job.embodiment, variant=job.variant,
+                                              source_path=result.path, recipe=recipe,
                                               expected_answer=motion.expected)
     except (RobotBusy, KeyboardInterrupt):
         # Not the cell's failure (another capture holds the robot; the researcher pressed Ctrl-C): it stays queued.

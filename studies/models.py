@@ -123,12 +123,15 @@ class Embodiment(models.TextChoices):
 
 
 class Stimulus(models.Model):
-    """One video: condition x embodiment x utterance. The file name is the public token, never a name."""
+    """One video: condition x embodiment x utterance, in one variant (the render settings it was made with, see
+    studies/variants.py; "" for the defaults). The file name is the public token, never a name."""
 
     token = models.CharField(max_length=32, unique=True, default=new_public_token, editable=False)
     utterance = models.ForeignKey(Utterance, on_delete=models.PROTECT, related_name="stimuli")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="stimuli")
     embodiment = models.CharField(max_length=20, choices=Embodiment.choices, default=Embodiment.AVATAR)
+    variant = models.CharField(max_length=40, blank=True, default="", db_index=True,
+                               help_text="key of the render settings it was made with; empty for the defaults")
     file = models.CharField(max_length=400, help_text="path relative to MEDIA_ROOT")
     sha256 = models.CharField(max_length=64)
     size_bytes = models.BigIntegerField(default=0)
@@ -151,17 +154,19 @@ class Stimulus(models.Model):
         verbose_name_plural = "stimuli"
         constraints = [
             models.UniqueConstraint(
-                fields=["utterance", "condition", "embodiment"], name="one_stimulus_per_cell"
+                fields=["utterance", "condition", "embodiment", "variant"], name="one_stimulus_per_cell"
             )
         ]
 
     def __str__(self):
-        return f"{self.token} ({self.condition}/{self.embodiment}/{self.utterance.name})"
+        variant = f"/{self.variant}" if self.variant else ""
+        return f"{self.token} ({self.condition}/{self.embodiment}/{self.utterance.name}{variant})"
 
 
 class RenderJob(models.Model):
-    """The making of one stimulus (utterance × condition × embodiment): its state, so researchers see
-    progress and failures, and a failed render can be retried. Done jobs point at their stimulus."""
+    """The making of one stimulus (utterance × condition × embodiment, in one variant of render settings): its
+    state, so researchers see progress and failures, and a failed render can be retried. Done jobs point at
+    their stimulus."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -172,6 +177,8 @@ class RenderJob(models.Model):
     utterance = models.ForeignKey(Utterance, on_delete=models.PROTECT, related_name="render_jobs")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="render_jobs")
     embodiment = models.CharField(max_length=20, choices=Embodiment.choices)
+    variant = models.CharField(max_length=40, blank=True, default="",
+                               help_text="the variant of the stimulus it makes (studies/variants.py)")
     settings = models.JSONField(default=dict, blank=True, help_text="render settings and the study's extras")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
@@ -183,7 +190,8 @@ class RenderJob(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["utterance", "condition", "embodiment"], name="one_render_job_per_cell")
+            models.UniqueConstraint(fields=["utterance", "condition", "embodiment", "variant"],
+                                    name="one_render_job_per_cell")
         ]
 
     def __str__(self):

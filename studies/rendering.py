@@ -3,8 +3,9 @@ the body of the render task — the motion of one condition for one utterance, m
 rendered, encoded, checked and registered under an opaque token.
 
 The motion recipes, rigs, renderer and encoder live in render/ (no Django); trained models in inference/.
-A stimulus is made once: a cell (utterance × condition × embodiment) that has one is never rendered again,
-and rendered files are cached by the hash of everything that decides their bytes.
+A stimulus is made once per variant of render settings (studies/variants.py): a cell (utterance × condition ×
+embodiment) that has one in the study's variant is never rendered again, a study with other settings gets its
+own, and rendered files are cached by the hash of everything that decides their bytes.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedModel, Utterance
-from .selectors import speech_utterances
+from .selectors import speech_utterances, study_corpus_stimuli
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
-
+from .variants import attention_scale, cell_variant, study_variants
 RENDER_MAKER_VERSION = 2  # 2: lights per vertex on the GPU side, 2:1 supersampling halved by the GL; x264 veryfast
 ATTENTION_CONDITION = "attention-check"
 AV_CHECK_CONDITION = "av-check"
@@ -70,6 +71,7 @@ def needs_attention_checks(spec: dict) -> bool:
 
 
 def render_settings(spec: dict) -> dict:
+    """The study's render settings, defaults filled in (its stimuli's variant is a key of these)."""
     return {**RENDER_KEYS, **(spec["stimuli"].get("render") or {})}
 
 
@@ -133,9 +135,10 @@ def _rated_utterances(spec: dict, corpus: Corpus) -> list[Utterance]:
 
 def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | None = None,
                      reencode: bool = False) -> list[RenderJob]:
-    """One job per rendered cell that has no stimulus yet (existing queued jobs are reused; failed ones only when
-    `retry_failed`); cells filmed on the physical robot are left to `capturing.capture_jobs_plan`. Cells that
-    have a stimulus get a done job pointing at it, so progress counts them.
+    """One job per rendered cell that has no stimulus yet in the study's variant (existing queued jobs are
+    reused; failed ones only when `retry_failed`); cells filmed on the physical robot are left to
+    `capturing.capture_jobs_plan`. Cells that have a stimulus get a done job pointing at it, so progress counts
+    them.
     `uploads` is the folder of an uploaded condition's videos; `reencode` lets failing uploads be re-encoded."""
     settings_ = job_settings(spec)
     if uploads:
@@ -147,18 +150,20 @@ def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | N
 
 def job_settings(spec: dict) -> dict:
     """What a study's render or capture jobs need of it: its render settings and the scale attention checks
-    ask about."""
-    return {**render_settings(spec), "attention_scale": _attention_scale(spec)}
+    ask about (together they decide a cell's variant: `cell_variant(job_settings(spec), kind)`)."""
+    return {**render_settings(spec), "attention_scale": attention_scale(spec)}
 
 
 def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, settings_: dict, *,
                  retry_failed: bool = False) -> RenderJob:
-    """The cell's job (made once): done and pointing at the cell's stimulus when it has one, queued again when
-    it failed and `retry_failed`, and, while queued, carrying the settings this run asks for (e.g. a folder of
-    uploads given now)."""
-    stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    """The cell's job in the variant of `settings_` (made once): done and pointing at the cell's stimulus of
+    that variant when it has one, queued again when it failed and `retry_failed`, and, while queued, carrying
+    the settings this run asks for (e.g. a folder of uploads given now)."""
+    variant = cell_variant(settings_, condition.kind)
+    stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment,
+                                       variant=variant).first()
     job, created = RenderJob.objects.get_or_create(
-        utterance=utterance, condition=condition, embodiment=embodiment,
+        utterance=utterance, condition=condition, embodiment=embodiment, variant=variant,
         defaults={"settings": settings_,
                   "status": RenderJob.Status.DONE if stimulus else RenderJob.Status.QUEUED, "stimulus": stimulus})
     if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
@@ -173,14 +178,6 @@ def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, se
     return job
 
 
-def _attention_scale(spec: dict) -> int:
-    """Points of the first likert question (what an attention check asks the participant to choose)."""
-    for q in spec["questions"].values():
-        if q["type"] == "likert":
-            return int(q["points"])
-    return 5
-
-
 def render_progress(jobs: list[RenderJob]) -> dict:
     counts = {s: 0 for s in RenderJob.Status.values}
     for job in jobs:
@@ -191,25 +188,28 @@ def render_progress(jobs: list[RenderJob]) -> dict:
 
 
 def study_render_jobs(spec: dict) -> list[RenderJob]:
-    """The render jobs of a loaded study's cells (for its dashboard)."""
+    """The render jobs of a loaded study's cells in its variant (for its dashboard)."""
     stim = spec["stimuli"]
     names = stim.get("resolved_utterances") or []
+    variant, attention_variant = study_variants(spec)
     qs = RenderJob.objects.filter(utterance__corpus__name=stim["corpus"], embodiment__in=stim["embodiments"])
-    cells = qs.filter(condition__name__in=list(stim["conditions"]) + [ATTENTION_CONDITION])
+    cells = (qs.filter(condition__name__in=list(stim["conditions"]), variant=variant)
+             | qs.filter(condition__name=ATTENTION_CONDITION, variant=attention_variant))
     if names:
         cells = cells.filter(utterance__name__in=names)
     if any(p["type"] == "av_check" for p in spec["pages"]):
-        cells = cells | qs.filter(condition__name=AV_CHECK_CONDITION)
+        cells = cells | qs.filter(condition__name=AV_CHECK_CONDITION, variant=variant)
     return list(cells.select_related("utterance", "condition"))
 
 
 def job_claim(job_id: int) -> tuple[RenderJob, bool]:
-    """Take a render or capture job to work on: (job, True) when its cell already has a stimulus (the job is
-    then marked done with it), else (job, False) with the job marked in progress and its attempts counted."""
+    """Take a render or capture job to work on: (job, True) when its cell already has a stimulus in the job's
+    variant (the job is then marked done with it), else (job, False) with the job marked in progress and its
+    attempts counted."""
     with transaction.atomic():
         job = RenderJob.objects.select_for_update().select_related("utterance", "condition").get(pk=job_id)
         existing = Stimulus.objects.filter(utterance=job.utterance, condition=job.condition,
-                                           embodiment=job.embodiment).first()
+                                           embodiment=job.embodiment, variant=job.variant).first()
         if existing is not None:
             job.status, job.stimulus, job.error = RenderJob.Status.DONE, existing, ""
             job.save(update_fields=["status", "stimulus", "error", "updated_at"])
@@ -220,8 +220,9 @@ def job_claim(job_id: int) -> tuple[RenderJob, bool]:
 
 
 def render_job_run(*, job_id: int) -> RenderJob:
-    """Make the job's stimulus (idempotent: a cell with a stimulus is done; a rendered file that is cached
-    is registered without rendering again). Failures are recorded on the job with their reason, then raised."""
+    """Make the job's stimulus, registered in the job's variant (idempotent: a cell with a stimulus in that
+    variant is done; a rendered file that is cached is registered without rendering again). Failures are
+    recorded on the job with their reason, then raised."""
     from . import services
 
     with job_lock(job_id):
@@ -231,8 +232,8 @@ def render_job_run(*, job_id: int) -> RenderJob:
         try:
             path, recipe, expected = _render_cell(job)
             stimulus = services.stimulus_register(
-                utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, source_path=path,
-                recipe=recipe, expected_answer=expected)
+                utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, variant=job.variant,
+                source_path=path, recipe=recipe, expected_answer=expected)
         except Exception as exc:
             RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.FAILED, error=_reason(exc))
             raise
@@ -253,7 +254,7 @@ def job_lock(job_id: int):
     On PostgreSQL this is an advisory lock of the worker's database session, so a worker that dies
     (SIGKILL, OOM, a crashed host whose connection PostgreSQL sees close) releases it at once and the
     redelivered task renders. Elsewhere (SQLite: one machine) there is no lock; two processes may then
-    render one job twice, and stimulus_register still keeps one stimulus per cell."""
+    render one job twice, and stimulus_register still keeps one stimulus per cell and variant."""
     if connection.vendor != "postgresql":
         yield
         return
@@ -552,17 +553,19 @@ def _cache_key(audio: Path, clip, embodiment: str, rig_recipe: dict, opts: dict,
     return h.hexdigest()
 
 
-def stimuli_gallery(corpus: Corpus, utterance_name: str | None = None, rated: list[str] | tuple = ()) -> dict:
-    """One utterance's stimuli grouped by condition and embodiment, for the researchers' gallery. Listed:
-    the study's rated utterances first (the first is shown unless one is asked for), then the others, the
-    check clips last."""
-    with_stimuli = corpus.utterances.filter(stimuli__isnull=False).distinct()
+def stimuli_gallery(spec: dict, corpus: Corpus, utterance_name: str | None = None,
+                    rated: list[str] | tuple = ()) -> dict:
+    """One utterance's stimuli that the study may show (its variant's: selectors.study_corpus_stimuli) grouped
+    by condition and embodiment, for the researchers' gallery. Listed: the study's rated utterances first (the first is shown
+    unless one is asked for), then the others, the check clips last."""
+    made = study_corpus_stimuli(spec, corpus)
+    with_stimuli = corpus.utterances.filter(pk__in=made.values("utterance_id"))
     speech = set(speech_utterances(with_stimuli).values_list("pk", flat=True))
     utterances = sorted(with_stimuli, key=lambda u: (u.name not in rated, u.pk not in speech, u.name))
     if not utterances:
         return {"utterances": [], "utterance": None, "rows": [], "embodiments": []}
     chosen = next((u for u in utterances if u.name == utterance_name), utterances[0])
-    stimuli = list(Stimulus.objects.filter(utterance=chosen).select_related("condition").order_by("condition__name"))
+    stimuli = list(made.filter(utterance=chosen).select_related("condition").order_by("condition__name"))
     embodiments = sorted({s.embodiment for s in stimuli})
     rows = {}
     for s in stimuli:

@@ -12,6 +12,7 @@ from .analysis.columns import PLATFORM_COLUMNS
 from .models import (
     Condition, Exclusion, Participant, Response, Stimulus, Study, StudyMember, StudyVersion, Trial, TrialStimulus,
 )
+from .variants import answer_on_scale, attention_scale, study_variants
 
 NON_DATA_SOURCES = Participant.NON_DATA_SOURCES
 
@@ -189,10 +190,32 @@ def speech_utterances(qs):
     return qs.exclude(Q(metadata__has_key="role") & Q(metadata__role__in=["attention_check", "av_check"]))
 
 
+def in_study_variant(spec: dict) -> Q:
+    """The stimuli made for a study's render settings (studies/variants.py): its variant for every cell, and
+    for attention checks the variant of its rating scale. (Attention checks a study shows are chosen by
+    attention_check_stimuli, which also takes clips made for another scale when their answer is on this one.)"""
+    variant, attention_variant = study_variants(spec)
+    if variant == attention_variant:
+        return Q(variant=variant)
+    attention = Q(condition__kind=Condition.Kind.ATTENTION_CHECK)
+    return (Q(variant=variant) & ~attention) | (Q(variant=attention_variant) & attention)
+
+
+def study_corpus_stimuli(spec: dict, corpus):
+    """Every video of the corpus the study may show: those of its variant, the attention checks it shows
+    (attention_check_stimuli) in place of its attention variant's."""
+    attention = Q(condition__kind=Condition.Kind.ATTENTION_CHECK)
+    checks = [s.pk for s in attention_check_stimuli(spec, corpus)]
+    return Stimulus.objects.filter((in_study_variant(spec) & ~attention) | Q(pk__in=checks), utterance__corpus=corpus)
+
+
 def av_check_stimulus(spec: dict) -> Stimulus | None:
-    """The corpus's audio/video check clip (spoken digits), if it has one: a rendered one before a placeholder."""
+    """The corpus's audio/video check clip (spoken digits) in the study's variant, if it has one: a rendered
+    one before a placeholder."""
+    variant, _ = study_variants(spec)
     return (
-        Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"], condition__kind=Condition.Kind.AV_CHECK)
+        Stimulus.objects.filter(utterance__corpus__name=spec["stimuli"]["corpus"], condition__kind=Condition.Kind.AV_CHECK,
+                                variant=variant)
         .order_by("is_placeholder", "id")
         .first()
     )
@@ -311,6 +334,7 @@ def study_uses_placeholders(study: Study) -> bool:
     return Stimulus.objects.filter(
         utterance__corpus__name=spec["stimuli"]["corpus"],
         condition__name__in=spec["stimuli"]["conditions"],
+        variant=study_variants(spec)[0],
         is_placeholder=True,
     ).exists()
 
@@ -423,11 +447,30 @@ def export_rows(study: Study, *, include_pilot: bool = False):
 
 
 def attention_stimuli(spec: dict, corpus) -> list[tuple[str, str, str]]:
-    """The corpus's attention-check clips for the study's embodiments: (utterance, condition, embodiment)."""
-    return sorted(
+    """The study's attention-check clips (attention_check_stimuli) as (utterance, condition, embodiment)."""
+    return sorted(_cell(s) for s in attention_check_stimuli(spec, corpus))
+
+
+def attention_check_stimuli(spec: dict, corpus) -> list[Stimulus]:
+    """The corpus's attention-check clips a study shows, for each of its embodiments: those made for its
+    render settings and rating scale (its attention variant) when there are any; else those made for its
+    render settings on another scale whose asked-for rating is on this one (placeholder clips ask for the
+    lowest rating, 1, whatever the scale). One query; utterance and condition come with each."""
+    variant, attention_variant = study_variants(spec)
+    found = list(
         Stimulus.objects.filter(
             utterance__corpus=corpus,
             condition__kind=Condition.Kind.ATTENTION_CHECK,
             embodiment__in=spec["stimuli"]["embodiments"],
-        ).values_list("utterance__name", "condition__name", "embodiment")
+            variant__in={variant, attention_variant},
+        ).select_related("utterance__corpus", "condition").order_by("id")
     )
+    made_for_scale = {s.embodiment for s in found if s.variant == attention_variant}
+    points = attention_scale(spec)
+    return [s for s in found
+            if s.variant == attention_variant
+            or (s.embodiment not in made_for_scale and answer_on_scale(s.expected_answer, points))]
+
+
+def _cell(stimulus: Stimulus) -> tuple[str, str, str]:
+    return stimulus.utterance.name, stimulus.condition.name, stimulus.embodiment

@@ -96,21 +96,24 @@ def stimulus_register(
     condition: Condition,
     embodiment: str,
     source_path: Path,
+    variant: str = "",
     recipe: dict | None = None,
     is_placeholder: bool = False,
     expected_answer: dict | None = None,
 ) -> Stimulus:
-    """Check a video with the platform's ffprobe rules and store it under an opaque token.
+    """Check a video with the platform's ffprobe rules and store it under an opaque token, as the cell's
+    stimulus in `variant` (the key of the render settings it was made with, studies/variants.py; "" for the
+    defaults and for videos that no render settings decide).
 
-    Idempotent: the same file for the same cell returns the existing stimulus, also when another process
-    registers it at the same moment (the cell's unique constraint decides; the loser's copy is removed).
-    A different file for a cell that already has one is refused (stimuli that studies use are never
-    silently replaced).
+    Idempotent: the same file for the same cell and variant returns the existing stimulus, also when another
+    process registers it at the same moment (the unique constraint decides; the loser's copy is removed).
+    A different file for a cell and variant that already has one is refused (stimuli that studies use are
+    never silently replaced).
     """
     from render.checks import check_stimulus
 
     facts = check_stimulus(source_path)
-    cell = {"utterance": utterance, "condition": condition, "embodiment": embodiment}
+    cell = {"utterance": utterance, "condition": condition, "embodiment": embodiment, "variant": variant}
     existing = Stimulus.objects.filter(**cell).first()
     if existing:
         return _same_stimulus_or_conflict(existing, facts.sha256)
@@ -154,9 +157,10 @@ def stimulus_register(
 def _same_stimulus_or_conflict(existing: Stimulus, sha256: str) -> Stimulus:
     if existing.sha256 == sha256:
         return existing
+    variant = f" (variant {existing.variant})" if existing.variant else ""
     raise Conflict(
         f"a different stimulus already exists for {existing.utterance} / {existing.condition} / "
-        f"{existing.embodiment} (token {existing.token}); it is kept"
+        f"{existing.embodiment}{variant} (token {existing.token}); it is kept"
     )
 
 
@@ -198,7 +202,7 @@ def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
         return [SpecProblem("stimuli.utterances", f"corpus `{corpus}` has no utterances with stimuli",
                             "render the study's conditions first (`manage.py render_study`)")]
     have = set(
-        Stimulus.objects.filter(utterance__corpus=corpus).values_list(
+        Stimulus.objects.filter(selectors.in_study_variant(spec), utterance__corpus=corpus).values_list(
             "utterance__name", "condition__name", "embodiment", "is_placeholder"
         )
     )
@@ -219,11 +223,13 @@ def _study_stimuli_problems(spec: dict) -> list[SpecProblem]:
     needs_attention = any(p["type"] == "trials" and p["attention_checks"] for p in spec["pages"])
     if needs_attention and not selectors.attention_stimuli(spec, corpus):
         problems.append(SpecProblem("pages", "attention checks are asked for but the corpus has no "
-                                    "attention-check clips for these embodiments",
-                                    "make them (`manage.py demo` shows how) or set attention_checks: 0"))
+                                    "attention-check clips for these embodiments and render settings",
+                                    "make them (`manage.py render_study`; `manage.py demo` shows how) or set "
+                                    "attention_checks: 0"))
     if "av_check" in pages and not selectors.av_check_stimulus(spec):
-        problems.append(SpecProblem("pages", "an av_check page is listed but the corpus has no A/V check clip",
-                                    "make one or remove the av_check page"))
+        problems.append(SpecProblem("pages", "an av_check page is listed but the corpus has no A/V check clip "
+                                    "for these render settings",
+                                    "make one (`manage.py render_study`) or remove the av_check page"))
     return problems
 
 
@@ -479,20 +485,24 @@ def _create_trials(participant: Participant, spec: dict) -> None:
     corpus = Corpus.objects.get(name=spec["stimuli"]["corpus"])
     utterances = study_utterance_names(spec)
     cells = treatments(spec)
+    # Only the videos made for the study's render settings (its variant), never another study's.
+    in_variant = selectors.in_study_variant(spec)
     have = set(
-        Stimulus.objects.filter(utterance__corpus=corpus, condition__name__in=[c for c, _ in cells])
+        Stimulus.objects.filter(in_variant, utterance__corpus=corpus, condition__name__in=[c for c, _ in cells])
         .values_list("utterance__name", "condition__name", "embodiment")
     )
     # Practice uses utterances outside the rated ones when the corpus has some with every treatment's
     # stimulus; otherwise the rated ones (whose stimuli the study's validation guarantees).
     special = (Condition.Kind.ATTENTION_CHECK, Condition.Kind.AV_CHECK)
+    # An utterance with a check clip in any variant is a check clip's speech or rated somewhere: never practice.
     candidates = set(corpus.utterances.exclude(stimuli__condition__kind__in=special).values_list("name", flat=True))
     training = sorted(u for u in candidates - set(utterances) if all((u, c, e) in have for c, e in cells))
+    checks = selectors.attention_check_stimuli(spec, corpus)
     plan = design.plan_trials(
         spec,
         utterances=utterances,
         training_utterances=training,
-        attention_stimuli=selectors.attention_stimuli(spec, corpus),
+        attention_stimuli=sorted((s.utterance.name, s.condition.name, s.embodiment) for s in checks),
         cell=participant.cell,
         seed=participant.seed,
     )
@@ -500,9 +510,11 @@ def _create_trials(participant: Participant, spec: dict) -> None:
     lookup = {
         (u, c, e): pk
         for pk, u, c, e in Stimulus.objects.filter(
-            utterance__corpus=corpus, utterance__name__in={u for u, _, _ in needed}
-        ).values_list("pk", "utterance__name", "condition__name", "embodiment")
+            in_variant, utterance__corpus=corpus, utterance__name__in={u for u, _, _ in needed}
+        ).exclude(condition__kind=Condition.Kind.ATTENTION_CHECK)
+        .values_list("pk", "utterance__name", "condition__name", "embodiment")
     }
+    lookup.update({(s.utterance.name, s.condition.name, s.embodiment): s.pk for s in checks})
     trials = Trial.objects.bulk_create([
         Trial(participant=participant, page_index=planned.page_index, position=position, kind=planned.kind,
               question=planned.question)

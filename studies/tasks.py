@@ -64,14 +64,17 @@ def _placeholder_cache_path(audio: Path, jaw, fps, seed, caption) -> Path:
 @shared_task(name="studies.tasks.render_placeholder_stimulus")
 def render_placeholder_stimulus(utterance_id: int, condition_id: int, embodiment: str = "avatar",
                                 seed: int = 0, caption: str | None = None) -> str:
-    """Make (once) the placeholder clip of one utterance x condition; returns the stimulus token."""
+    """Make (once) the placeholder clip of one utterance x condition; returns the stimulus token. Placeholders
+    are not rendered with a study's settings: they are the default variant's (""), found by studies that have
+    no `stimuli.render` block."""
     from render import placeholder
 
     from . import services
 
     utterance = Utterance.objects.get(pk=utterance_id)
     condition = Condition.objects.get(pk=condition_id)
-    existing = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment).first()
+    existing = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment,
+                                       variant="").first()
     if existing:
         return existing.token
     fps = 25

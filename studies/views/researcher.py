@@ -168,7 +168,8 @@ def study_gallery(request, slug):
     corpus = get_object_or_404(Corpus, name=study.current_version.spec["stimuli"]["corpus"])
     rated = services.study_utterance_names(study.current_version.spec)
     return render(request, "studies/researcher/gallery.html",
-                  {"study": study, **rendering.stimuli_gallery(corpus, request.GET.get("utterance"), rated)})
+                  {"study": study, **rendering.stimuli_gallery(study.current_version.spec, corpus,
+                                                               request.GET.get("utterance"), rated)})
 
 
 @study_page
