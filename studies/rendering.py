@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from django.conf import settings
@@ -23,6 +24,10 @@ from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedM
 from .selectors import speech_utterances, study_corpus_stimuli
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
 from .variants import attention_scale, cell_variant, study_variants
+
+if TYPE_CHECKING:
+    from render.checks import StimulusFacts
+
 RENDER_MAKER_VERSION = 2  # 2: lights per vertex on the GPU side, 2:1 supersampling halved by the GL; x264 veryfast
 ATTENTION_CONDITION = "attention-check"
 AV_CHECK_CONDITION = "av-check"
@@ -230,10 +235,10 @@ def render_job_run(*, job_id: int) -> RenderJob:
         if done:
             return job
         try:
-            path, recipe, expected = _render_cell(job)
+            path, recipe, expected, checked = _render_cell(job)
             stimulus = services.stimulus_register(
                 utterance=job.utterance, condition=job.condition, embodiment=job.embodiment, variant=job.variant,
-                source_path=path, recipe=recipe, expected_answer=expected)
+                source_path=path, recipe=recipe, expected_answer=expected, checked=checked)
         except Exception as exc:
             RenderJob.objects.filter(pk=job.pk).update(status=RenderJob.Status.FAILED, error=_reason(exc))
             raise
@@ -276,15 +281,16 @@ def _reason(exc: Exception) -> str:
 # --- one cell ------------------------------------------------------------------------------------------
 
 
-def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
+def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None, StimulusFacts | None]:
     """Motion for the cell's condition, moved onto its rig, rendered into the cache; returns the file, the
-    recipe that rebuilds it, and the expected answer (attention checks)."""
+    recipe that rebuilds it, the expected answer (attention checks), and the file's facts when it was made and
+    checked just now (None for a file found in the cache or an upload: those are checked when registered)."""
     from render.stimulus import make_stimulus
 
     utterance, condition, embodiment = job.utterance, job.condition, job.embodiment
     opts = {**RENDER_KEYS, **job.settings}
     if condition.kind == Condition.Kind.UPLOADED:
-        return _uploaded_cell(job, opts)
+        return (*_uploaded_cell(job, opts), None)
     seed = int(condition.params.get("seed", 0)) if condition.params else 0
     clip, recipe = condition_motion(condition, utterance, fps=float(opts["fps"]), seed=seed)
     clip, overlay, expected = cell_extras(condition, utterance, embodiment, clip, recipe, seed=seed, opts=opts)
@@ -292,14 +298,15 @@ def _render_cell(job: RenderJob) -> tuple[Path, dict, dict | None]:
     audio = _media(utterance.audio_path)
     key = _cache_key(audio, clip, embodiment, rig_recipe, opts, overlay)
     cached = Path(settings.VAR_DIR) / "cache" / "stimuli" / f"{key}.mp4"
+    checked = None
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        make_stimulus(rig, clip, audio, cached, settings=_offscreen_settings(opts),
+        checked = make_stimulus(rig, clip, audio, cached, settings=_offscreen_settings(opts),
                       audio_offset_s=float(utterance.metadata.get("audio_offset_s", 0.0)), overlay_text=overlay)
     recipe = {"maker": "render", "maker_version": RENDER_MAKER_VERSION, "condition": condition.name,
               "condition_kind": condition.kind, "embodiment": embodiment, "seed": seed,
               "render": _offscreen_settings(opts), **rig_recipe, **recipe}
-    return cached, recipe, expected
+    return cached, recipe, expected, checked
 
 
 def cell_extras(condition: Condition, utterance: Utterance, embodiment: str, clip, recipe: dict, *, seed: int,

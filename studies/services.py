@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -43,6 +44,9 @@ from .models import (
     new_public_token,
 )
 from .spec import BUILT_IN_CONDITIONS, SpecError, SpecProblem, parse_spec, treatments
+
+if TYPE_CHECKING:
+    from render.checks import StimulusFacts
 
 # A 'video ended' report is refused when it arrives sooner than this share of the clip's duration after
 # the trial page was first served (plus a small allowance for clock granularity).
@@ -100,6 +104,7 @@ def stimulus_register(
     recipe: dict | None = None,
     is_placeholder: bool = False,
     expected_answer: dict | None = None,
+    checked: StimulusFacts | None = None,
 ) -> Stimulus:
     """Check a video with the platform's ffprobe rules and store it under an opaque token, as the cell's
     stimulus in `variant` (the key of the render settings it was made with, studies/variants.py; "" for the
@@ -109,10 +114,14 @@ def stimulus_register(
     process registers it at the same moment (the unique constraint decides; the loser's copy is removed).
     A different file for a cell and variant that already has one is refused (stimuli that studies use are
     never silently replaced).
-    """
-    from render.checks import check_stimulus
 
-    facts = check_stimulus(source_path)
+    `checked` are the facts of a check the caller ran on this very file moments ago (the encoder checks what
+    it writes); they stand in for a second check when the file's SHA-256 still matches them.
+    """
+    from render.checks import check_stimulus, sha256_of
+
+    facts = checked if checked is not None and sha256_of(source_path) == checked.sha256 else \
+        check_stimulus(source_path)
     cell = {"utterance": utterance, "condition": condition, "embodiment": embodiment, "variant": variant}
     existing = Stimulus.objects.filter(**cell).first()
     if existing:

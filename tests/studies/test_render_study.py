@@ -225,3 +225,33 @@ def test_a_catch_trial_condition_renders_shifted_motion_with_a_known_answer(corp
     made = Stimulus.objects.filter(condition__name="sync-catch")
     assert made.count() == 2
     assert all(s.recipe.get("recipe") == "catch_trial" and s.expected_answer == {"mismatch": True} for s in made)
+
+
+def test_a_file_the_encoder_just_checked_is_not_checked_again_unless_it_changed(corpus, tmp_path, settings):
+    import dataclasses
+
+    import numpy as np
+
+    from render.checks import StimulusCheckError
+    from render.encode import encode_stimulus
+    from studies import services
+    from studies.models import Utterance
+
+    media = Path(settings.MEDIA_ROOT) / "corpora" / "synth-render"
+    video = tmp_path / "made.mp4"
+    frames = [np.full((64, 64, 3), 40 * (i % 5), np.uint8) for i in range(25)]
+    facts = encode_stimulus(iter(frames), media / "syn000.wav", video, fps=25, width=64, height=64)
+    utterance = Utterance.objects.get(corpus__name="synth-render", name="syn000")
+    still, _ = Condition.objects.get_or_create(name="still", defaults={"kind": "still"})
+    # Facts carrying a mark no measurement would give: taken as they are, since the file still matches them.
+    marked = dataclasses.replace(facts, duration_s=facts.duration_s + 0.5)
+    stimulus = services.stimulus_register(utterance=utterance, condition=still, embodiment="avatar",
+                                          source_path=video, checked=marked)
+    assert stimulus.duration_s == pytest.approx(facts.duration_s + 0.5) and stimulus.sha256 == facts.sha256
+    # A file that is not the one those facts describe is checked again, and this one is refused.
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    with pytest.raises(StimulusCheckError):
+        services.stimulus_register(utterance=utterance, condition=still, embodiment="robot_sim",
+                                   source_path=broken, checked=facts)
+    assert not Stimulus.objects.filter(embodiment="robot_sim").exists()
