@@ -25,14 +25,17 @@ VARIANT_MAX_LENGTH = 40  # the column's length
 
 def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
     """The variant of a study's cell of `condition_kind`: "" for the default render settings, else "r" and 12
-    hex digits of the hash of the resolved settings; an attention check on a scale other than 5 points adds
+    hex digits of the hash of the settings that differ from the defaults; an attention check on a scale other than 5 points adds
     "a<points>" (its on-screen number is chosen on the study's scale).
 
     `spec_or_settings` is a study spec (normalised, as parse_spec returns it) or a render job's settings
     (rendering.job_settings: the render keys and `attention_scale`; other keys such as `uploads` are ignored).
     Key order and 25 against 25.0 do not change it."""
     settings = resolved_render_settings(spec_or_settings)
-    variant = "" if settings == _DEFAULT_SETTINGS else "r" + _digest(settings)[:12]
+    # Only the settings that differ from the defaults are hashed, so a render key added later (with its
+    # default) leaves every study's variant, and so every stored stimulus, where it was.
+    differing = {key: value for key, value in settings.items() if value != _DEFAULT_SETTINGS[key]}
+    variant = "r" + _digest(differing)[:12] if differing else ""
     if condition_kind == ATTENTION_CHECK_KIND:
         scale = attention_scale(spec_or_settings)
         if scale != DEFAULT_ATTENTION_SCALE:

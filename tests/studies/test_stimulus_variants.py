@@ -52,7 +52,7 @@ def _write(tmp_path, slug, render, **kw) -> Path:
 # --- the rule ---------------------------------------------------------------------------------------------
 
 
-def test_default_settings_have_the_empty_variant_and_others_a_stable_key():
+def test_default_settings_have_the_empty_variant_and_others_a_stable_key(monkeypatch):
     default = parse_spec(_spec_text("plain", None))
     written_out = parse_spec(_spec_text("explicit", "{width: 512, height: 512, fps: 25.0, lighting: studio}"))
     assert study_variants(default) == ("", "") == study_variants(written_out)
@@ -69,6 +69,17 @@ def test_default_settings_have_the_empty_variant_and_others_a_stable_key():
     job_settings = {"uploads": "/somewhere", "attention_scale": 5, **dict(reversed(list(
         {**RENDER_KEYS, "width": 96, "height": 96, "fps": 10.0}.items())))}
     assert cell_variant(job_settings) == variant
+    # A render key added later with its default leaves the variant as it was (stored stimuli stay found);
+    # a study that sets it to something else gets another.
+    from studies import variants
+
+    with_new_key = {**RENDER_KEYS, "grain": 0}
+    monkeypatch.setattr(variants, "RENDER_KEYS", with_new_key)
+    monkeypatch.setattr(variants, "_DEFAULT_SETTINGS", {k: variants._normal(v) for k, v in with_new_key.items()})
+    assert cell_variant(small) == variant and cell_variant(default) == ""
+    grainy = {"width": 96, "height": 96, "fps": 10, "grain": 3}
+    assert cell_variant(grainy) not in (variant, "")
+    monkeypatch.undo()
     # Only the rating scale of attention checks enters their variant, and only when it is not 5 points.
     assert cell_variant(small, "attention_check") == variant
     seven = parse_spec(_spec_text("sd", "{width: 96, height: 96, fps: 10}", points=7))
