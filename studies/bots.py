@@ -92,6 +92,25 @@ class StudyTarget:
 PERCEIVED_BY_KIND = {"ground_truth": 0.96, "uploaded": 0.7, "model": 0.62, "time_shift": 0.5,
                      "random_alignment": 0.42, "still": 0.15}
 PERCEIVED_CATCH = 0.1  # a lip-sync catch trial (motion ≥ 400 ms off the speech) is plain to see
+# A model scored by `evaluate_models` looks as natural as its motion follows the recording: between random
+# alignment (another utterance's motion) and the recording itself by its mean held-out CCC over the face
+# regions in landmark space, the space every motion model is scored in.
+SCORED_REGION_PREFIX = "landmarks:"
+
+
+def model_perception(spec: dict) -> dict[str, float]:
+    """How natural each of the study's model conditions looks to a bot, by condition name, for the models that
+    have held-out scores (reporting.objective_metrics); the others look like PERCEIVED_BY_KIND["model"]."""
+    from .reporting import objective_metrics
+
+    scores: dict[str, list[float]] = {}
+    for row in objective_metrics(spec):
+        region, ccc = row["metrics"].get("region"), row["metrics"].get("ccc")
+        if row["condition"] and isinstance(region, str) and region.startswith(SCORED_REGION_PREFIX) \
+                and isinstance(ccc, float) and math.isfinite(ccc):
+            scores.setdefault(row["condition"], []).append(ccc)
+    low, high = PERCEIVED_BY_KIND["random_alignment"], PERCEIVED_BY_KIND["ground_truth"]
+    return {name: low + (high - low) * min(1.0, max(0.0, sum(cccs) / len(cccs))) for name, cccs in scores.items()}
 
 
 def study_target(study, base_url: str) -> StudyTarget:
@@ -111,8 +130,10 @@ def study_target(study, base_url: str) -> StudyTarget:
     # The study's own videos only (its render settings' variant), as its participants are served them.
     shown = Stimulus.objects.filter(selectors.in_study_variant(spec), utterance__corpus__name=corpus,
                                     condition__name__in=list(spec["stimuli"]["conditions"]))
-    perceived = {token: PERCEIVED_CATCH if (params or {}).get("catch") else PERCEIVED_BY_KIND[kind]
-                 for token, kind, params in shown.values_list("token", "condition__kind", "condition__params")
+    by_model = model_perception(spec)
+    perceived = {token: PERCEIVED_CATCH if (params or {}).get("catch") else by_model.get(name, PERCEIVED_BY_KIND[kind])
+                 for token, name, kind, params in shown.values_list("token", "condition__name", "condition__kind",
+                                                                    "condition__params")
                  if kind in PERCEIVED_BY_KIND}
     return StudyTarget(base_url.rstrip("/"), study.public_token, services.pilot_key(study), known, perceived)
 

@@ -150,3 +150,39 @@ def test_attentive_bots_rate_by_what_they_see_and_careless_ones_do_not():
     assert picks["A"] >= 38  # a model's motion against a still face: nearly always the model
     careless = bots.Bot(target, bot_id="c", behaviour=bots.CARELESS)
     assert len({careless._likert(7, None, careless._seen(video[name])) for name in video for _ in range(5)}) <= 2
+
+
+def test_a_model_scored_by_evaluate_models_looks_as_natural_as_its_motion_follows_the_recording(
+        demo_study, settings, tmp_path):
+    """Between random alignment (0.42) and the recording (0.96) by the mean held-out CCC of its landmark
+    regions (other rows ignored, the mean clipped to 0..1); a model without scores looks like any model."""
+    from studies.models import Condition, Stimulus, TrainedModel
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    corpus = demo_study.current_version.spec["stimuli"]["corpus"]
+    template = Stimulus.objects.filter(utterance__corpus__name=corpus, condition__name="ground_truth").first()
+    tokens = {}
+    for name, model in (("model-good", "m-good"), ("model-poor", "m-poor"), ("model-unscored", "m-unscored")):
+        TrainedModel.objects.create(name=model, kind="joint", corpus=template.utterance.corpus, status="done")
+        condition = Condition.objects.create(name=name, kind="model", params={"model": model})
+        fields = {f.name: getattr(template, f.name) for f in Stimulus._meta.fields if f.name not in ("id", "token")}
+        tokens[name] = Stimulus.objects.create(**{**fields, "condition": condition}).token
+    table = tmp_path / "reports" / corpus / "objective_metrics.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("model,region,utterances,ccc,rmse\n"
+                     "m-good,landmarks:lower,3,0.8,0.1\n"
+                     "m-good,landmarks:upper,3,0.6,0.2\n"
+                     "m-good,head,3,0.0,2.0\n"            # not a face region in landmark space: ignored
+                     "m-good,arkit52:lower,3,0.1,0.3\n"   # another space: ignored
+                     "m-poor,landmarks:lower,3,0.2,0.4\n"
+                     "m-poor,landmarks:upper,3,-0.3,0.5\n"  # mean -0.05: clipped to 0
+                     "m-unscored,landmarks:lower,3,–,–\n")
+    version = demo_study.current_version
+    version.spec["stimuli"]["conditions"] += ["model-good", "model-poor", "model-unscored"]
+    version.save(update_fields=["spec"])
+
+    perceived = bots.study_target(demo_study, "http://x").perceived
+    assert perceived[tokens["model-good"]] == pytest.approx(0.42 + 0.54 * 0.7)
+    assert perceived[tokens["model-poor"]] == pytest.approx(0.42)
+    assert perceived[tokens["model-unscored"]] == pytest.approx(0.62)
+    assert perceived[template.token] == pytest.approx(0.96)
