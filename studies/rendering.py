@@ -23,7 +23,7 @@ from django.db import DatabaseError, connection, transaction
 from .models import Condition, Corpus, Embodiment, RenderJob, Stimulus, TrainedModel, Utterance
 from .selectors import speech_utterances, study_corpus_stimuli
 from .spec import BUILT_IN_CONDITIONS, RENDER_KEYS
-from .variants import attention_scale, cell_variant, study_variants
+from .variants import FROZEN_KEY, attention_scale, cell_variant, frozen_variants, study_variants
 
 if TYPE_CHECKING:
     from render.checks import StimulusFacts
@@ -156,7 +156,9 @@ def render_jobs_plan(spec: dict, *, retry_failed: bool = False, uploads: str | N
 def job_settings(spec: dict) -> dict:
     """What a study's render or capture jobs need of it: its render settings and the scale attention checks
     ask about (together they decide a cell's variant: `cell_variant(job_settings(spec), kind)`)."""
-    return {**render_settings(spec), "attention_scale": attention_scale(spec)}
+    frozen = frozen_variants(spec)  # a loaded study's, kept with its jobs so they make the videos it shows
+    return {**render_settings(spec), "attention_scale": attention_scale(spec),
+            **({FROZEN_KEY: list(frozen)} if frozen else {})}
 
 
 def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, settings_: dict, *,

@@ -44,6 +44,7 @@ from .models import (
     new_public_token,
 )
 from .spec import BUILT_IN_CONDITIONS, SpecError, SpecProblem, parse_spec, treatments
+from .variants import FROZEN_KEY, study_variants
 
 if TYPE_CHECKING:
     from render.checks import StimulusFacts
@@ -262,8 +263,10 @@ def study_validate(*, text: str) -> dict:
     problems = _study_stimuli_problems(spec)
     if problems:
         raise SpecError(problems)
-    # Freeze the rated utterances: a corpus that grows later must not change a running study's design.
+    # Freeze the rated utterances: a corpus that grows later must not change a running study's design;
+    # and the variants of its videos: render defaults that change later must not send it to other videos.
     spec["stimuli"]["resolved_utterances"] = study_utterance_names(spec)
+    spec["stimuli"][FROZEN_KEY] = list(study_variants(spec))
     return spec
 
 

@@ -30,7 +30,12 @@ def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
 
     `spec_or_settings` is a study spec (normalised, as parse_spec returns it) or a render job's settings
     (rendering.job_settings: the render keys and `attention_scale`; other keys such as `uploads` are ignored).
-    Key order and 25 against 25.0 do not change it."""
+    Key order and 25 against 25.0 do not change it. A stored study version's spec (and its render jobs'
+    settings) carry the variants frozen when it was loaded (FROZEN_KEY), which are returned as they are: a
+    platform whose render defaults change later must not send a running study looking for other videos."""
+    frozen = frozen_variants(spec_or_settings)
+    if frozen is not None:
+        return frozen[1] if condition_kind == ATTENTION_CHECK_KIND else frozen[0]
     settings = resolved_render_settings(spec_or_settings)
     # Only the settings that differ from the defaults are hashed, so a render key added later (with its
     # default) leaves every study's variant, and so every stored stimulus, where it was.
@@ -46,6 +51,18 @@ def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
 def study_variants(spec: dict) -> tuple[str, str]:
     """(variant of the study's cells, variant of its attention-check cells); equal on a 5-point scale."""
     return cell_variant(spec), cell_variant(spec, ATTENTION_CHECK_KIND)
+
+
+FROZEN_KEY = "resolved_variants"  # in a stored spec's `stimuli`, and in its render jobs' settings
+
+
+def frozen_variants(spec_or_settings: dict) -> tuple[str, str] | None:
+    """The (cells, attention checks) variants frozen into a stored spec or a job's settings, else None."""
+    stimuli = spec_or_settings.get("stimuli")
+    frozen = (stimuli if isinstance(stimuli, dict) else spec_or_settings).get(FROZEN_KEY)
+    if isinstance(frozen, (list, tuple)) and len(frozen) == 2 and all(isinstance(v, str) for v in frozen):
+        return frozen[0], frozen[1]
+    return None
 
 
 def resolved_render_settings(spec_or_settings: dict) -> dict:

@@ -302,3 +302,28 @@ def test_the_migration_runs_on_a_database_of_the_previous_schema():
     assert Stimulus.objects.get(token="s" * 20).variant == ""
     # The cell may now hold a video of another variant beside it.
     _copy(Stimulus.objects.get(token="t" * 20), variant="")
+
+
+@pytest.mark.slow
+def test_a_loaded_study_keeps_its_videos_when_the_platform_render_defaults_change(corpus, tmp_path, client,
+                                                                                   monkeypatch):
+    from studies import variants
+
+    path = _write(tmp_path, "variant-frozen", "{width: 96, height: 96, fps: 10}")
+    call_command("render_study", str(path))
+    version, _ = services.study_load(text=path.read_text())
+    study = services.study_set_status(study=version.study, status="live")
+    own = _tokens(version.spec)
+    assert len(own) == 4 and version.spec["stimuli"]["resolved_variants"] == list(study_variants(version.spec))
+
+    # A later platform renders something else by default (here: another background): a study file with the
+    # same text now means other videos, but the loaded study goes on with the ones it was loaded with.
+    changed = {**RENDER_KEYS, "background": [10, 10, 10]}
+    monkeypatch.setattr(variants, "RENDER_KEYS", changed)
+    monkeypatch.setattr(variants, "_DEFAULT_SETTINGS", {k: variants._normal(v) for k, v in changed.items()})
+    assert cell_variant(parse_spec(path.read_text())) != study_variants(version.spec)[0]
+    served = _served_tokens(client, study)
+    assert served and served <= own
+    jobs = RenderJob.objects.count()
+    call_command("render_study", study.slug)  # the loaded study: nothing to render
+    assert RenderJob.objects.count() == jobs and _tokens(version.spec) == own
