@@ -65,6 +65,16 @@ def _process_start(shared: dict) -> None:
     connections["default"].settings_dict["NAME"] = shared["db_name"]
 
 
+def others_can_share_the_database() -> bool:
+    """Whether processes started now would see what this one sees: not inside a transaction (its writes are
+    not committed yet) and not on an in-memory SQLite database (another process cannot open it)."""
+    from django.db import connection
+
+    if connection.in_atomic_block:
+        return False
+    return not (connection.vendor == "sqlite" and connection.is_in_memory_db())
+
+
 def died() -> ProcessDied:
     return ProcessDied("a worker process stopped unexpectedly (its error is above, or it was killed or ran out "
                        "of memory); what was finished is kept — run the command again to do the rest")
@@ -75,15 +85,14 @@ def died() -> ProcessDied:
 
 def render_here(jobs: list[RenderJob], *, processes: int) -> list[RenderJob]:
     """Render `jobs` on this machine with a progress bar, in `processes` processes (each keeps one renderer
-    for all the stimuli it makes); returns those that failed (each job records why). Inside a caller's
-    transaction the jobs are rendered in this process: other processes could not see them."""
-    from django.db import connection
+    for all the stimuli it makes); returns those that failed (each job records why). When other processes
+    could not see the jobs (others_can_share_the_database), they are rendered in this process."""
     from tqdm import tqdm
 
     failed = []
     bar = tqdm(total=len(jobs), desc="rendering", unit="stimulus", disable=None)
     try:
-        if processes == 1 or len(jobs) < 2 or connection.in_atomic_block:
+        if processes == 1 or len(jobs) < 2 or not others_can_share_the_database():
             for job in jobs:
                 if not _render_one(job.pk)[1]:
                     failed.append(job)
@@ -121,12 +130,19 @@ def _render_one(job_id: int) -> tuple[int, bool]:
 def run_commands(commands: list[tuple[str, list, dict]], *, after: dict[int, int], processes: int) -> None:
     """Run management commands (name, positional arguments, options) in `processes` processes; `after` maps a command's index to
     the index of one it must wait for. The first failure stops the rest (those running finish) and is
-    raised here with its message."""
+    raised here with its message. When other processes could not see this one's data, they run here, in
+    order."""
     from django.core.management import CommandError, call_command
 
-    if processes == 1:
-        for name, args, options in commands:
+    if processes == 1 or not others_can_share_the_database():
+        done: set[int] = set()
+        while len(done) < len(commands):
+            ready = [i for i in range(len(commands)) if i not in done and after.get(i, -1) in done | {-1}]
+            if not ready:
+                raise ValueError(f"the commands wait for each other in a circle: {after}")
+            name, args, options = commands[ready[0]]
             call_command(name, *args, **options)
+            done.add(ready[0])
         return
     done, running, failure = set(), {}, None
     waiting = list(range(len(commands)))

@@ -43,3 +43,8 @@ def test_the_first_failure_is_reported_and_stops_what_had_not_started(folders):
                      processes=2)
     assert not Corpus.objects.filter(name="after-failure").exists()
     assert not TrainedModel.objects.filter(name="never", status=TrainedModel.Status.DONE).exists()
+
+
+def test_in_one_process_the_commands_still_run_after_the_one_they_need(folders):
+    run_commands([_train("solo", "solo-joint"), _import(folders, "solo")], after={0: 1}, processes=1)
+    assert TrainedModel.objects.get(name="solo-joint").status == TrainedModel.Status.DONE

@@ -12,8 +12,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from studies import capturing, rendering
-from studies.parallel import MAX_DEFAULT_PROCESSES, ProcessDied, default_processes, render_here
 from studies.models import RenderJob, Study
+from studies.parallel import MAX_DEFAULT_PROCESSES, ProcessDied, default_processes, render_here
 from studies.spec import SpecError, parse_spec
 
 
