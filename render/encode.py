@@ -277,6 +277,7 @@ def _encode_video(frames: Iterable[np.ndarray], path: Path, *, rate: Fraction, w
         except FileNotFoundError as exc:
             raise ExternalToolError("ffmpeg is not installed; install the Debian package ffmpeg",
                                     tool="ffmpeg") from exc
+        _widen_pipe(process.stdin, width * height * 3)
         try:
             for frame in frames:
                 frame = np.asarray(frame)
@@ -285,7 +286,7 @@ def _encode_video(frames: Iterable[np.ndarray], path: Path, *, rate: Fraction, w
                         f"frame {n_frames} has shape {frame.shape} and dtype {frame.dtype}; "
                         f"expected ({height}, {width}, 3) uint8 RGB"
                     )
-                process.stdin.write(np.ascontiguousarray(frame).tobytes())
+                process.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))  # no copy to bytes
                 n_frames += 1
             process.stdin.close()
             returncode = process.wait()
@@ -306,6 +307,24 @@ def _encode_video(frames: Iterable[np.ndarray], path: Path, *, rate: Fraction, w
             raise ExternalToolError("ffmpeg could not encode the video", tool="ffmpeg",
                                     stderr_tail=_tail(stderr.read()))
     return n_frames
+
+
+def _widen_pipe(pipe, frame_bytes: int) -> None:
+    """Let the pipe into ffmpeg hold a whole frame where the system allows (Linux: up to
+    /proc/sys/fs/pipe-max-size, 1 MiB by default), so a frame goes over in one write instead of
+    sixteen 64 KiB turns between this process and ffmpeg — on one core those switches cost as much as a
+    tenth of the encode."""
+    import fcntl
+
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        limit = 1 << 20
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), set_size, min(frame_bytes, limit))
 
 
 def _mux_with_audio(video_only: Path, audio: str | os.PathLike, out: Path, *, duration_s: float,

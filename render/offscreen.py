@@ -438,6 +438,7 @@ class Renderer:
         self._dynamic: dict[str, _DynamicPart] = {}
         self._half_fbo = None  # the framebuffer a supersampled frame is halved into (OSMesa path)
         self._half_rbo = None
+        self._background_bytes: tuple[tuple, bytes] | None = None
         self.frames_rendered = 0
 
     # -- camera ------------------------------------------------------------------------------------------
@@ -581,7 +582,8 @@ class Renderer:
         if frame.shape[:2] != (h * scale, w * scale) or frame.ndim != 3 or frame.shape[2] < 3:
             raise RenderError(f"the renderer returned an image of shape {frame.shape}, expected "
                               f"({h * scale}, {w * scale}, 3)")
-        frame = frame[:, :, :3]
+        if frame.shape[2] > 3:
+            frame = frame[:, :, :3]
         if scale > 1:
             # Average each scale×scale block: a sum of strided views in uint16 (no reduction over a 5-D
             # view, which numpy does several times slower), rounded to nearest.
@@ -593,7 +595,7 @@ class Renderer:
             frame = ((blocks + area // 2) // area).astype(np.uint8)
         else:
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        if np.all(frame == np.asarray(self.settings.background, np.uint8)):
+        if frame.tobytes() == self._background_frame(frame.shape):  # one memcmp, no [h, w, 3] booleans
             raise RenderError("the frame shows only background: the rig is out of view (check its head pose "
                               "translation and look_at) or all its parts are degenerate")
         self.frames_rendered += 1
@@ -625,9 +627,9 @@ class Renderer:
         """The drawn frame at half its size, averaged 2×2 by the GL (OSMesa path, supersample 2).
 
         A linear-filtered 2:1 blit samples each output pixel exactly between four source pixels, so it is
-        their mean, as the CPU average is; reading back the quarter-size RGBA image (the buffer's own
-        layout, no conversion) instead of the full RGB one saves the read's conversion and the CPU's
-        averaging pass (about a fifth of a frame's time at 512² here)."""
+        their mean, as the CPU average is; reading back the quarter-size image instead of the full one saves
+        the CPU's averaging pass (about a fifth of a frame's time at 512² here). The blit also flips it and
+        the read packs it as RGB, so the frame arrives as the encoder takes it, with no copy in numpy."""
         from OpenGL import GL
 
         w, h = self.settings.width, self.settings.height
@@ -645,13 +647,25 @@ class Renderer:
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
         GL.glReadBuffer(GL.GL_FRONT)
         GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, self._half_fbo)
-        GL.glBlitFramebuffer(0, 0, 2 * w, 2 * h, 0, 0, w, h, GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
+        # Destination rows reversed: the blit also turns the image top-down (GL's rows run bottom-up), and
+        # each output row still averages the same two source rows.
+        GL.glBlitFramebuffer(0, 0, 2 * w, 2 * h, 0, h, w, 0, GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
         GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._half_fbo)
         GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
-        data = GL.glReadPixels(0, 0, w, h, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)  # rows of w * 3 bytes, not padded to 4
+        frame = np.empty((h, w, 3), np.uint8)  # a new array per frame: consumers may keep or draw on it
+        GL.glReadPixels(0, 0, w, h, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, frame)
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
         GL.glReadBuffer(GL.GL_FRONT)
-        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 4)[::-1]
+        return frame
+
+    def _background_frame(self, shape: tuple) -> bytes:
+        """The bytes of a frame of `shape` showing only the background (kept for the next frame)."""
+        if self._background_bytes is None or self._background_bytes[0] != shape:
+            empty = np.empty(shape, np.uint8)
+            empty[...] = np.asarray(self.settings.background, np.uint8)
+            self._background_bytes = (shape, empty.tobytes())
+        return self._background_bytes[1]
 
     def _upload_dynamic(self) -> None:
         """Refill the vertex buffers of moving parts whose mesh was kept (the context is current).

@@ -380,11 +380,13 @@ def test_vertex_and_pixel_shading_draw_the_same_face_within_a_few_levels():
     assert difference.mean() < 6 and np.percentile(difference, 95) < 30
 
 
-def test_a_supersampled_frame_halved_by_the_gl_is_the_2x2_mean_within_rounding():
+@pytest.mark.parametrize("width, height", [(64, 64), (66, 50)])  # 66 × 3 bytes: rows not a multiple of 4
+def test_a_supersampled_frame_halved_by_the_gl_is_the_2x2_mean_within_rounding(width, height):
     """Supersample 2 on OSMesa: the GL's linear 2:1 blit gives each pixel the mean of its 2×2 block of the
-    drawn frame, as averaging the full-size read on the CPU does (±1 level of rounding)."""
-    vertices, faces = ball()
-    renderer = Renderer(RenderSettings(width=64, height=64, supersample=2))
+    drawn frame, as averaging the full-size read on the CPU does (±1 level of rounding), the right way up
+    (a ball above and left of the centre stays there)."""
+    vertices, faces = ball(radius=25.0, centre=(-20.0, 18.0, 0.0))
+    renderer = Renderer(RenderSettings(width=width, height=height, supersample=2))
     frame = renderer.render([Part("ball", vertices, faces, (0.8, 0.3, 0.2, 1.0))], look_at=(np.zeros(3), 100.0))
     platform = renderer._offscreen._platform
     if platform.supports_framebuffers():
@@ -394,8 +396,10 @@ def test_a_supersampled_frame_halved_by_the_gl_is_the_2x2_mean_within_rounding()
         full = np.asarray(renderer._offscreen._renderer.read_color_buf())[:, :, :3].astype(np.uint16)
     finally:
         platform.make_uncurrent()
-    assert full.shape == (128, 128, 3)
+    assert full.shape == (2 * height, 2 * width, 3)
     mean = (full[0::2, 0::2] + full[0::2, 1::2] + full[1::2, 0::2] + full[1::2, 1::2] + 2) // 4
     difference = np.abs(frame.astype(int) - mean.astype(int))
     assert difference.max() <= 1
     assert (np.ptp(frame.reshape(-1, 3), axis=0) > 50).all()  # a real picture, not a flat one
+    ys, xs = np.nonzero(np.any(frame != np.asarray(renderer.settings.background, np.uint8), axis=2))
+    assert ys.mean() < height / 2 - 2 and xs.mean() < width / 2 - 2  # row 0 is the top of the picture
