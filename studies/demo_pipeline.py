@@ -68,7 +68,7 @@ PLANS = {
     "quick": DemoPlan(
         name="demo-synthetic-quick", n_utterances=20, rated_utterances=3, embodiments=("avatar",),
         conditions=("ground_truth", "joint", "still"), mushra=("ground_truth", "joint", "still"),
-        pairwise=("ground_truth", "joint", "still"), mushra_utterances=3, pairwise_utterances=3,
+        pairwise=("ground_truth", "joint"), mushra_utterances=1, pairwise_utterances=1,  # bots watch in real time
         split="0.5,0.2,0.3",
         epochs={"separate": 2, "joint": 2, "forked": 2, "glow": 2, "apc": 1, "audio2landmark": 1, "inverse": 5},
         model_settings={"glow": ["window=40", "train.crop_frames=40", "steps=2"],
