@@ -92,7 +92,9 @@ def demo_corpus_build(*, quick: bool = False, progress=None) -> Corpus:
     jobs.append(_av_check_utterance(corpus, rng) + (AV_CHECK_CAPTION,))
     for n, (utt, cond, caption) in enumerate(jobs, start=1):
         # Run in this process through Celery's task machinery (eagerly): the demo needs no worker for it.
-        tasks.render_placeholder_stimulus.apply(args=(utt.pk, cond.pk, "avatar", 1000 + utt.pk, caption), throw=True)
+        # The seed follows the clip's place in this fixed list, not a database id, so a corpus rebuilt after
+        # its rows were deleted (ids go on counting) finds its clips in the cache instead of making them again.
+        tasks.render_placeholder_stimulus.apply(args=(utt.pk, cond.pk, "avatar", 1000 + n, caption), throw=True)
         if progress:
             progress(n, len(jobs))
     return corpus
