@@ -96,10 +96,17 @@ class Command(BaseCommand):
     def _serve(self, port: int):
         """A Celery worker on the embedded broker, and gunicorn in the foreground; Ctrl-C stops both."""
         env = dict(os.environ)
+        worker_env = dict(env)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # The README's command runs as root on a fresh machine; Celery then warns at length that workers
+            # should not. Said once here instead, in a line: this worker only serves this machine's demo.
+            worker_env["PYTHONWARNINGS"] = "ignore:You're running the worker with superuser privileges"
+            self.stdout.write("The demo's worker runs as root, as this command does; a deployment runs its workers "
+                              "as an unprivileged user (docker/, docs/deploy.md).")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", "inference,render,hardware",
+            [sys.executable, "-m", "celery", "-A", "evalsite", "--quiet", "worker", "-Q", "inference,render,hardware",
              "--pool", "solo", "--loglevel", "WARNING"],
-            env=env,
+            env=worker_env,
         )
         self.stdout.write(f"Serving on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
         server = subprocess.Popen(
