@@ -66,14 +66,17 @@ def fresh_renderer_frames():
 
 started = time.perf_counter()
 cpu = time.process_time()
+walls = []
 for k in range(count):
     out = os.path.join(out_dir, f"{{mode}}-{{os.getpid()}}-{{k}}.mp4")
+    one = time.perf_counter()
     if mode == "reuse":
         make_stimulus(rig, clip, wav, out, settings=settings)
     else:
         encode_stimulus(fresh_renderer_frames(), wav, out, fps=fps, width=size, height=size)
+    walls.append(time.perf_counter() - one)
 wall = time.perf_counter() - started
-print(json.dumps({{"wall_s": wall, "cpu_s": time.process_time() - cpu, "frames": T * count,
+print(json.dumps({{"wall_s": wall, "walls_s": walls, "cpu_s": time.process_time() - cpu, "frames": T * count,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
@@ -111,17 +114,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="render-bench-") as tmp:
         wav = Path(tmp) / "speech.wav"
         _speech(wav, args.seconds)
-        reuse = _child("reuse", args.seconds, args.size, tmp, str(wav), 1, 0, args.supersample)
+        # Two stimuli in one worker process: the first pays for the OpenGL context, the shaders' compilation
+        # and the meshes' upload; the second is what a render worker sustains.
+        reuse = _child("reuse", args.seconds, args.size, tmp, str(wav), 2, 0, args.supersample)
         fresh = _child("fresh", args.seconds, args.size, tmp, str(wav), 1, 0, args.supersample)
-        rt_reuse = args.seconds / reuse["wall_s"]
+        first_s, warm_s = reuse["walls_s"]
+        frames = reuse["frames"] // 2
+        rt_reuse = args.seconds / warm_s
+        rt_first = args.seconds / first_s
         rt_fresh = args.seconds / fresh["wall_s"]
         print(f"{args.seconds:g} s clip at {args.size}x{args.size}, 25 fps, supersample {args.supersample}, "
               "rendered + encoded on one core:")
-        print(f"  one renderer reused   {reuse['wall_s']:7.1f} s  {reuse['frames'] / reuse['wall_s']:6.1f} fps  "
-              f"{rt_reuse:5.2f}x real time  peak RSS {reuse['maxrss_mb']:.0f} MB")
+        print(f"  one renderer reused   {warm_s:7.1f} s  {frames / warm_s:6.1f} fps  "
+              f"{rt_reuse:5.2f}x real time  (a worker's next stimulus)  peak RSS {reuse['maxrss_mb']:.0f} MB")
+        print(f"                        {first_s:7.1f} s  {frames / first_s:6.1f} fps  "
+              f"{rt_first:5.2f}x real time  (its first: OpenGL context, shaders, meshes)")
         print(f"  new renderer / frame  {fresh['wall_s']:7.1f} s  {fresh['frames'] / fresh['wall_s']:6.1f} fps  "
               f"{rt_fresh:5.2f}x real time")
-        print(f"  ratio reused / new per frame: {fresh['wall_s'] / reuse['wall_s']:.2f}x")
+        print(f"  ratio reused / new per frame: {fresh['wall_s'] / warm_s:.2f}x (first stimulus: "
+              f"{fresh['wall_s'] / first_s:.2f}x)")
         batch = {}
         if args.batch:
             for workers in (1, 2) if cores >= 2 else (1,):
@@ -143,8 +154,8 @@ def main() -> int:
                       f"{wall:.1f} s ({args.batch / wall:.2f} stimuli/s)")
     result = {"bench": "render_speed", "seconds": args.seconds, "size": args.size, "fps": 25,
               "supersample": args.supersample,
-              "reuse_x_realtime": round(rt_reuse, 3), "fresh_x_realtime": round(rt_fresh, 3),
-              "reuse_over_fresh": round(fresh["wall_s"] / reuse["wall_s"], 3),
+              "reuse_x_realtime": round(rt_reuse, 3), "reuse_first_x_realtime": round(rt_first, 3),
+              "fresh_x_realtime": round(rt_fresh, 3), "reuse_over_fresh": round(fresh["wall_s"] / warm_s, 3),
               "peak_rss_mb": round(reuse["maxrss_mb"], 1),
               "batch": {"stimuli": args.batch, "stimulus_s": args.batch_seconds,
                         "wall_s": {str(k): round(v, 1) for k, v in batch.items()},
