@@ -257,3 +257,20 @@ def test_a_bad_panel_frame_leaves_no_composite_file(tmp_path, recording):
         encode_side_by_side([panel(4, 10), broken()], recording, tmp_path / "ab.mp4", labels=["A", "B"],
                             audio_offset_s=1.0)
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")
+@pytest.mark.parametrize("frame_bytes", [96 * 96 * 3, 512 * 512 * 3])
+def test_the_pipe_into_the_encoder_holds_a_whole_frame_and_is_never_narrowed(frame_bytes):
+    import fcntl
+
+    process = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        before = fcntl.fcntl(process.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        encode._widen_pipe(process.stdin, frame_bytes)
+        after = fcntl.fcntl(process.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+    finally:
+        process.stdin.close()
+        process.wait()
+    limit = int(open("/proc/sys/fs/pipe-max-size").read())
+    assert after >= min(frame_bytes, limit) and after >= before
