@@ -272,5 +272,6 @@ def test_the_pipe_into_the_encoder_holds_a_whole_frame_and_is_never_narrowed(fra
     finally:
         process.stdin.close()
         process.wait()
-    limit = int(open("/proc/sys/fs/pipe-max-size").read())
+    with open("/proc/sys/fs/pipe-max-size") as setting:
+        limit = int(setting.read())
     assert after >= min(frame_bytes, limit) and after >= before
