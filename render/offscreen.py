@@ -301,10 +301,17 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Smooth (area-weighted) unit vertex normals, float32: the sum of the (unnormalised) normals of the
     faces around each vertex, through a cached sparse incidence matrix."""
     v = vertices.astype(np.float64, copy=False)
-    tri = v[faces]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    corner = v[faces[:, 0]]
+    a = v[faces[:, 1]] - corner
+    b = v[faces[:, 2]] - corner
+    # The cross product and the norm written out: the same arithmetic as np.cross and np.linalg.norm (the
+    # same bits), without their axis handling, which cost more than the sums on a frame's few thousand faces.
+    face_n = np.empty_like(a)
+    face_n[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    face_n[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    face_n[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
     normals = _vertex_face_matrix(faces, len(v)) @ face_n
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    length = np.sqrt(np.add.reduce(normals * normals, axis=1, keepdims=True))
     normals /= np.where(length > 0, length, 1.0)
     return normals.astype(np.float32)
 
@@ -387,6 +394,21 @@ def _lit_vertex_program_cache(pyrender, *, ambient: float, lights: Sequence[tupl
     return LitVertexProgramCache()
 
 
+def _draw_order(scene) -> list:
+    """The order pyrender draws the scene's meshes in (opaque ones first, each group farthest first), with
+    ties broken by the part's name. pyrender breaks them by the iteration order of a set of nodes, which
+    follows their memory addresses: parts placed by one transform (the face, its mouth and eyes) were drawn
+    in an order that changed from process to process, and where their surfaces meet at equal depth the first
+    drawn wins, so the same clip rendered in two worker processes gave different pixels."""
+    camera = scene.get_pose(scene.main_camera_node)[:3, 3]
+
+    def key(node):
+        return (bool(node.mesh.is_transparent), -float(np.linalg.norm(scene.get_pose(node)[:3, 3] - camera)),
+                node.name or "")
+
+    return sorted(scene.mesh_nodes, key=key)
+
+
 @dataclass(eq=False)
 class _DynamicPart:
     """A moving part's mesh in the scene, kept while its faces, colours and material stay the same."""
@@ -432,6 +454,7 @@ class Renderer:
         if settings.shading == "vertex":
             self._offscreen._renderer._program_cache = _lit_vertex_program_cache(
                 pyrender, ambient=float(lighting["ambient"]), lights=lights)
+        self._offscreen._renderer._sorted_mesh_nodes = _draw_order
         # (name, id(vertices), id(faces), colour, material) → (node, the part's arrays, kept alive so that
         # their ids cannot be reused by other arrays while the entry exists)
         self._static: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()

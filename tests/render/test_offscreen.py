@@ -137,6 +137,37 @@ def test_the_platform_is_probed_once_and_exported_for_child_processes():
 # --- frames ----------------------------------------------------------------------------------------------
 
 
+COPLANAR_PARTS = r"""
+import hashlib
+import numpy as np
+from render.offscreen import Renderer, RenderSettings
+from render.rig import Part
+
+# Six overlapping squares in one plane under one transform: where they overlap their depth is equal, so the
+# pixels there are the colour of whichever square is drawn first.
+square = np.array([[-30, -30, 0], [30, -30, 0], [30, 30, 0], [-30, 30, 0]], np.float32)
+faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+parts = [Part(f"square-{i}", square + np.float32([4 * i, 3 * i, 0]), faces,
+              (0.15 * i + 0.1, 0.9 - 0.12 * i, 0.5, 1.0), static=True) for i in range(6)]
+frame = Renderer(RenderSettings(width=64, height=64, supersample=1)).render(parts, look_at=(np.zeros(3), 100.0))
+print(hashlib.sha256(frame.tobytes()).hexdigest())
+"""
+
+
+def test_the_same_parts_give_the_same_pixels_in_every_process():
+    """Parts under one transform tie on pyrender's draw-order key (distance to the camera); where their
+    surfaces meet at equal depth the first drawn wins, so the order must not depend on the process (memory
+    addresses, hash seeds): a clip rebuilt by another render worker must come out bit for bit the same."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    digests = set()
+    for seed in range(4):
+        done = subprocess.run([sys.executable, "-c", COPLANAR_PARTS], capture_output=True, text=True, cwd=root,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.add(done.stdout.split()[-1])
+    assert len(digests) == 1, digests
+
+
 def test_a_frame_has_the_size_and_background_asked_for():
     settings = RenderSettings(width=128, height=64, background=(10, 200, 30), supersample=1)
     frame = Renderer(settings).render(BallRig().parts(clip_of([0.0]), 0), look_at=BallRig().look_at())
