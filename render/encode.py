@@ -15,6 +15,7 @@ to the same rule with the steps below.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -319,13 +320,19 @@ def _widen_pipe(pipe, frame_bytes: int) -> None:
     get_size, set_size = getattr(fcntl, "F_GETPIPE_SZ", None), getattr(fcntl, "F_SETPIPE_SZ", None)
     if get_size is None or set_size is None:
         return
-    try:
-        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    except (OSError, ValueError):
-        limit = 1 << 20
+    limit = _pipe_max_size()
     with contextlib.suppress(OSError):
         if fcntl.fcntl(pipe.fileno(), get_size) < min(frame_bytes, limit):
             fcntl.fcntl(pipe.fileno(), set_size, min(frame_bytes, limit))
+
+
+@functools.lru_cache(maxsize=1)
+def _pipe_max_size() -> int:
+    """The system's limit on a pipe's size (read once per process)."""
+    try:
+        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return 1 << 20
 
 
 def _mux_with_audio(video_only: Path, audio: str | os.PathLike, out: Path, *, duration_s: float,

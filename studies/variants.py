@@ -25,8 +25,8 @@ VARIANT_MAX_LENGTH = 40  # the column's length
 
 def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
     """The variant of a study's cell of `condition_kind`: "" for the default render settings, else "r" and 12
-    hex digits of the hash of the settings that differ from the defaults; an attention check on a scale other than 5 points adds
-    "a<points>" (its on-screen number is chosen on the study's scale).
+    hex digits of the hash of the settings that differ from the defaults; an attention check on a scale
+    other than 5 points adds "a<points>" (its on-screen number is chosen on the study's scale).
 
     `spec_or_settings` is a study spec (normalised, as parse_spec returns it) or a render job's settings
     (rendering.job_settings: the render keys and `attention_scale`; other keys such as `uploads` are ignored).
