@@ -15,6 +15,7 @@ The last line printed is one JSON object: per endpoint n, median wall and CPU ms
 """
 from __future__ import annotations
 
+import contextlib
 import argparse
 import datetime as dt
 import json
@@ -41,6 +42,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--participants", type=int, default=10)
     p.add_argument("--fresh", action="store_true", help="drop and rebuild the bench database and corpus first")
+    p.add_argument("--queries", action="store_true",
+                   help="also print the SQL statements of one participant's second trial, per endpoint")
     p.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL (no db name)")
     args = p.parse_args()
     import rating_throughput as rt
@@ -56,6 +59,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
     from studies.models import Trial
@@ -68,18 +72,24 @@ def main() -> int:
         cur.execute("SELECT pg_backend_pid()")
         backend = cur.fetchone()[0]
     cost: dict[str, list[tuple[float, float, float]]] = {}
+    shown: list[str] = []  # the statements of one trial, when --queries
 
     def timed(name, call):
         d0, t0, c0 = backend_cpu_s(backend), time.perf_counter(), time.process_time()
-        response = call()
-        if getattr(response, "streaming", False):
-            b"".join(response.streaming_content)
+        capture = len(cost.get("answer", ())) == 1 and name in ("page", "video", "watch", "answer") and args.queries
+        with CaptureQueriesContext(connection) if capture else contextlib.nullcontext() as queries:
+            response = call()
+            if getattr(response, "streaming", False):
+                b"".join(response.streaming_content)
+        if capture:
+            shown.extend(f"{name:>7}: {q['sql'][:160]}" for q in queries.captured_queries)
         cost.setdefault(name, []).append(((time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000,
                                           (backend_cpu_s(backend) - d0) * 1000))
         return response
 
+    c = Client(HTTP_HOST="127.0.0.1")  # one handler, its middleware loaded once, as in a server process
     for i in range(args.participants):
-        c = Client(HTTP_HOST="127.0.0.1")
+        c.cookies.clear()  # a new person
         r = timed("entry", lambda: c.get(f"/s/{study.public_token}/"))
         take = r["Location"].split("?")[0]
         for _ in range(500):
@@ -109,6 +119,8 @@ def main() -> int:
     for name, f in figures.items():
         print(f"{name:>7}: n {f['n']:>4}  wall {f['wall_ms']:6.2f} ms  cpu {f['cpu_ms']:6.2f} ms  "
               f"postgres cpu {f['db_cpu_ms']:5.2f} ms")
+    if shown:
+        print(f"the statements of one trial ({len(shown)}):", *shown, sep="\n  ")
     trial_cpu = sum(figures[k]["cpu_ms"] + figures[k]["db_cpu_ms"] for k in ("page", "video", "watch", "answer"))
     print(f"one trial (page, video, watch, answer), Django + PostgreSQL CPU: {trial_cpu:.1f} ms")
     print(json.dumps({"bench": "request_cost", "participants": args.participants, "endpoints": figures,

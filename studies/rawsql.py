@@ -4,6 +4,12 @@ Those few statements run hundreds of times a second when a batch of HITs goes li
 each query anew (about a millisecond of Python per query on a small server, more than PostgreSQL takes to
 run it). Here they are written once, for PostgreSQL and SQLite alike; services.py and selectors.py own what
 they mean. Table and column names come from the models, so a rename cannot leave a statement behind.
+
+On PostgreSQL they bind their parameters server-side, so that psycopg prepares each of them once per
+connection (settings.py: `prepare_threshold`) and PostgreSQL neither parses nor plans them again; through
+Django's cursor wrapper all the same, so errors are Django's. Where queries are logged (DEBUG, a test that
+counts them) they run on Django's own cursor instead, whose log shows each statement's text (psycopg keeps
+no text for a prepared one).
 """
 from __future__ import annotations
 
@@ -29,21 +35,36 @@ class Tables:
 T = Tables()
 
 
+def _cursor():
+    """A cursor for one of these statements: Django's, or on PostgreSQL with prepared statements on (the
+    connection has a `prepare_threshold`) and no query log, Django's wrapper around a server-side binding one."""
+    options = connection.settings_dict.get("OPTIONS", {})
+    if connection.vendor != "postgresql" or options.get("prepare_threshold") is None or connection.queries_logged:
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        return connection.make_cursor(ServerBindingCursor(connection.connection))
+
+
 def fetch_one(sql: str, params=()) -> tuple | None:
-    with connection.cursor() as cur:
+    with _cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchone()
 
 
 def fetch_all(sql: str, params=()) -> list[tuple]:
-    with connection.cursor() as cur:
+    with _cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
 
 def execute(sql: str, params=()) -> int:
     """Run a write; the number of rows it touched."""
-    with connection.cursor() as cur:
+    with _cursor() as cur:
         cur.execute(sql, params)
         return cur.rowcount
 

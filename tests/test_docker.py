@@ -28,6 +28,7 @@ SECRETS = {"SECRET_KEY": "s" * 50, "PARTICIPANT_ID_HMAC_KEY": "h" * 50, "POSTGRE
 LEFT_AT_DEFAULT = {
     "DEBUG": "follows EVALSITE_ENV: off in production",
     "DB_CONN_MAX_AGE": "60 s persistent connections suit gunicorn's threads",
+    "DB_PREPARED_STATEMENTS": "on: the compose file connects straight to PostgreSQL, with no pooler in between",
     "PARTICIPANT_RATE_LIMITS": "the defaults are the production limits (docs/security.md)",
     "SECURE_HSTS_SECONDS": "one year; over the bundled nginx's HTTPS, nginx sends HSTS itself",
     "CELERY_VISIBILITY_TIMEOUT": "an hour: longer than any task",

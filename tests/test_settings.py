@@ -39,6 +39,20 @@ def test_database_and_broker_urls_are_read_from_the_environment():
                                 "['a.example',", "'b.example']"], r.stderr
 
 
+def test_prepared_statements_are_on_for_postgresql_unless_turned_off():
+    """PostgreSQL connections get a prepare threshold (studies/rawsql.py's statements are prepared) unless
+    DB_PREPARED_STATEMENTS=0, for a connection pooler that cannot keep them; SQLite has no such option."""
+    code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='evalsite.settings'; django.setup();"
+            "from django.conf import settings as s; print(s.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))")
+    for url, flag, expected in (("postgres://u@db.example:5432/studies", None, "5"),
+                                ("postgres://u@db.example:5432/studies", "0", "None"),
+                                ("sqlite:////tmp/x.sqlite3", None, "None")):
+        env = {k: v for k, v in os.environ.items() if k != "DB_PREPARED_STATEMENTS"}
+        env.update({"DATABASE_URL": url, **({"DB_PREPARED_STATEMENTS": flag} if flag else {})})
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.stdout.strip() == expected, (url, flag, r.stdout, r.stderr)
+
+
 def test_an_empty_participant_id_key_falls_back_to_the_secret_key():
     """Worker ids are never hashed with an empty key, whatever an env file leaves blank."""
     code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='evalsite.settings'; django.setup();"

@@ -2,6 +2,8 @@
 they do not grow with the number of trials done or of other participants in the study (no N+1)."""
 from collections import defaultdict
 
+import pytest
+
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -35,6 +37,8 @@ def _counted(driver):
         with CaptureQueriesContext(connection) as ctx:
             response = request(**req)
         counts[_kind(req["PATH_INFO"])].append(len(ctx.captured_queries))
+        # where queries are logged, each shows its text (studies/rawsql.py's prepared statements have none)
+        assert all(q["sql"] for q in ctx.captured_queries), ctx.captured_queries
         return response
 
     driver.client.request = counted
@@ -81,3 +85,20 @@ def test_queries_per_participant_request_are_within_budget_and_do_not_grow(drive
     later = _run(type(driver)(Client(), demo_study))
     for kind in BUDGET:
         assert max(later[kind]) <= max(first[kind]) + 1, (kind, first[kind], later[kind])
+
+
+@pytest.mark.pg_only
+def test_the_trial_endpoints_statements_are_prepared_once_per_connection(driver):
+    """On PostgreSQL the trial endpoints' hand-written statements run as prepared statements (settings.py's
+    prepare_threshold: psycopg prepares a statement on its sixth run on a connection): after a participant's
+    trials, those run once per trial are in this connection's prepared set."""
+    from studies import rawsql
+
+    driver.start()
+    driver.complete()
+    with connection.cursor() as cur:
+        cur.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
+        prepared = [row[0] for row in cur.fetchall()]
+    trial = rawsql.T.Trial
+    assert any(f"UPDATE {trial} SET answered_at" in text for text in prepared), prepared  # the answer's claim
+    assert any(f"UPDATE {trial} SET first_shown_at" in text for text in prepared), prepared  # the trial page
