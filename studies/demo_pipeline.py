@@ -223,11 +223,11 @@ class DemoPipeline:
         """Render what the study needs and is not made yet, then load the study (a new version only when its
         YAML changed) and open it."""
         from . import services
-        from .rendering import render_jobs_plan
+        from .rendering import freeze_variants, render_jobs_plan
         from .spec import parse_spec
 
         text = (self.out / "study.yaml").read_text()
-        pending = [j for j in render_jobs_plan(parse_spec(text)) if j.status != RenderJob.Status.DONE]
+        pending = [j for j in render_jobs_plan(freeze_variants(parse_spec(text))) if j.status != RenderJob.Status.DONE]
         if pending:
             self.say(f"[5/8] rendering {len(pending)} stimuli: every condition on "
                      f"{' and '.join(self.plan.embodiments)}, plus attention checks")

@@ -157,15 +157,17 @@ def job_settings(spec: dict) -> dict:
     """What a study's render or capture jobs need of it: its render settings and the scale attention checks
     ask about (together they decide a cell's variant: `cell_variant(job_settings(spec), kind)`)."""
     frozen = frozen_variants(spec)  # a loaded study's, kept with its jobs so they make the videos it shows
+    avatar_sha256 = spec["stimuli"].get(AVATAR_SHA256_KEY)  # frozen with them: the custom avatar's files
     return {**render_settings(spec), "attention_scale": attention_scale(spec),
-            **({FROZEN_KEY: list(frozen)} if frozen else {})}
+            **({FROZEN_KEY: list(frozen)} if frozen else {}),
+            **({AVATAR_SHA256_KEY: avatar_sha256} if avatar_sha256 else {})}
 
 
 def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, settings_: dict, *,
                  retry_failed: bool = False) -> RenderJob:
     """The cell's job in the variant of `settings_` (made once): done and pointing at the cell's stimulus of
-    that variant when it has one, queued again when it failed and `retry_failed`, and, while queued, carrying
-    the settings this run asks for (e.g. a folder of uploads given now)."""
+    that variant when it has one, queued again when it failed and `retry_failed` or when its stimulus was
+    deleted, and, while queued, carrying the settings this run asks for (e.g. a folder of uploads given now)."""
     variant = cell_variant(settings_, condition.kind)
     stimulus = Stimulus.objects.filter(utterance=utterance, condition=condition, embodiment=embodiment,
                                        variant=variant).first()
@@ -176,6 +178,10 @@ def job_for_cell(utterance: Utterance, condition: Condition, embodiment: str, se
     if not created and stimulus is not None and job.status != RenderJob.Status.DONE:
         job.status, job.stimulus, job.error = RenderJob.Status.DONE, stimulus, ""
         job.save(update_fields=["status", "stimulus", "error", "updated_at"])
+    elif not created and stimulus is None and job.status == RenderJob.Status.DONE:
+        # Its stimulus was deleted since (e.g. in the admin, to have it made again): to do once more.
+        job.status, job.stimulus = RenderJob.Status.QUEUED, None
+        job.save(update_fields=["status", "stimulus", "updated_at"])
     if retry_failed and job.status == RenderJob.Status.FAILED:
         job.status, job.error = RenderJob.Status.QUEUED, ""
         job.save(update_fields=["status", "error", "updated_at"])
@@ -468,7 +474,7 @@ def _rig_for(embodiment: str, clip, opts: dict):
     """The rig of an embodiment, and the clip in a layout it takes (robots: through the inverse model)."""
     if embodiment == "avatar":
         if opts.get("avatar"):
-            rig, recipe = _custom_avatar(opts["avatar"])
+            rig, recipe = _custom_avatar(opts["avatar"], opts.get(AVATAR_SHA256_KEY))
             return rig, clip, recipe
         from render.avatar import Avatar
 
@@ -486,12 +492,13 @@ def _rig_for(embodiment: str, clip, opts: dict):
 
 
 _CUSTOM_AVATARS: dict[tuple[str, str], object] = {}  # (path, content hash) -> loaded rig, per worker process
+AVATAR_SHA256_KEY = "avatar_sha256"  # in a spec's `stimuli` (frozen with its variants) and its jobs' settings
 
 
-def _custom_avatar(ref: str):
-    """A study's custom avatar (`stimuli.render.avatar`: its YAML, relative to MEDIA_ROOT or absolute) and
-    the recipe that names it with the hash of its files, so a changed mesh or map renders anew."""
-    from render.custom_avatar import CustomAvatar, CustomAvatarSpec
+def _custom_avatar_files(ref: str):
+    """(path of the YAML, its parsed spec, SHA-256 of the YAML, mesh and shape files) of a custom avatar
+    (`stimuli.render.avatar`: relative to MEDIA_ROOT or absolute); RenderRequestError when it cannot be read."""
+    from render.custom_avatar import CustomAvatarSpec
     from render.rig import RigError
 
     path = Path(ref) if Path(ref).is_absolute() else Path(settings.MEDIA_ROOT) / ref
@@ -501,19 +508,50 @@ def _custom_avatar(ref: str):
     try:
         spec = CustomAvatarSpec.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), base_dir=path.parent,
                                           source=str(path))
-    except (RigError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        digest = hashlib.sha256()
+        for file in (path, spec.mesh, *spec.shapes.values()):
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    except (RigError, yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         raise RenderRequestError(f"the study's custom avatar {ref}: {exc}") from None
-    digest = hashlib.sha256()
-    for file in (path, spec.mesh, *spec.shapes.values()):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    key = (str(path), digest.hexdigest())
+    return path, spec, digest.hexdigest()
+
+
+def freeze_variants(spec: dict) -> dict:
+    """Freeze into a spec read from YAML the variants of its videos (studies/variants.py), unless it has
+    them: a custom avatar counts by the contents of its files as well as by its path, so an avatar edited
+    in place gets new videos rather than those of its old self; the hash is kept with the variants, and a
+    render whose avatar's files no longer match it fails (_rig_for). RenderRequestError when the avatar
+    cannot be read."""
+    stim = spec["stimuli"]
+    if frozen_variants(spec) is None:
+        avatar = (stim.get("render") or {}).get("avatar")
+        digest = _custom_avatar_files(avatar)[2] if avatar else None
+        stim[FROZEN_KEY] = list(study_variants(spec, avatar_sha256=digest))
+        if digest:
+            stim[AVATAR_SHA256_KEY] = digest
+    return spec
+
+
+def _custom_avatar(ref: str, expected_sha256: str | None = None):
+    """A study's custom avatar and the recipe that names it with the hash of its files, so a changed mesh or
+    map renders anew; refused when the files' hash is not the one the study was planned with."""
+    from render.custom_avatar import CustomAvatar
+    from render.rig import RigError
+
+    path, spec, digest = _custom_avatar_files(ref)
+    if expected_sha256 and digest != expected_sha256:
+        raise RenderRequestError(
+            f"the study's custom avatar {ref} changed since the study was read (its files' SHA-256 was "
+            f"{expected_sha256[:12]}…, now {digest[:12]}…): put the files back, or run render_study on the study's "
+            "YAML (and load it again) to render the new avatar as new videos")
+    key = (str(path), digest)
     if key not in _CUSTOM_AVATARS:
         try:
             _CUSTOM_AVATARS[key] = CustomAvatar(spec)
         except RigError as exc:
             raise RenderRequestError(f"the study's custom avatar {ref}: {exc}") from None
-    return _CUSTOM_AVATARS[key], {"rig": "custom_avatar", "avatar": ref, "avatar_sha256": key[1]}
+    return _CUSTOM_AVATARS[key], {"rig": "custom_avatar", "avatar": ref, "avatar_sha256": digest}
 
 
 def robot_motion(clip, opts: dict, *, embodiment: str = "robot_sim"):

@@ -43,8 +43,8 @@ from .models import (
     new_completion_code,
     new_public_token,
 )
+from .rendering import RenderRequestError, freeze_variants
 from .spec import BUILT_IN_CONDITIONS, SpecError, SpecProblem, parse_spec, treatments
-from .variants import FROZEN_KEY, study_variants
 
 if TYPE_CHECKING:
     from render.checks import StimulusFacts
@@ -260,13 +260,19 @@ def study_utterance_names(spec: dict) -> list[str]:
 def study_validate(*, text: str) -> dict:
     """The normalised spec, if the YAML is valid and the database holds all it needs; else SpecError."""
     spec = parse_spec(text)
+    # Freeze the variants of its videos (render defaults that change later must not send it to other videos;
+    # a custom avatar counts by its files' contents), then the rated utterances: a corpus that grows later
+    # must not change a running study's design.
+    try:
+        freeze_variants(spec)
+    except RenderRequestError as exc:
+        raise SpecError([SpecProblem("stimuli.render.avatar", str(exc),
+                                     "fix the avatar's files (docs/avatar.md), or leave `avatar` out for the "
+                                     "built-in one")]) from None
     problems = _study_stimuli_problems(spec)
     if problems:
         raise SpecError(problems)
-    # Freeze the rated utterances: a corpus that grows later must not change a running study's design;
-    # and the variants of its videos: render defaults that change later must not send it to other videos.
     spec["stimuli"]["resolved_utterances"] = study_utterance_names(spec)
-    spec["stimuli"][FROZEN_KEY] = list(study_variants(spec))
     return spec
 
 

@@ -23,7 +23,7 @@ DEFAULT_ATTENTION_SCALE = 5
 VARIANT_MAX_LENGTH = 40  # the column's length
 
 
-def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
+def cell_variant(spec_or_settings: dict, condition_kind: str = "", *, avatar_sha256: str | None = None) -> str:
     """The variant of a study's cell of `condition_kind`: "" for the default render settings, else "r" and 12
     hex digits of the hash of the settings that differ from the defaults; an attention check on a scale
     other than 5 points adds "a<points>" (its on-screen number is chosen on the study's scale).
@@ -32,7 +32,9 @@ def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
     (rendering.job_settings: the render keys and `attention_scale`; other keys such as `uploads` are ignored).
     Key order and 25 against 25.0 do not change it. A stored study version's spec (and its render jobs'
     settings) carry the variants frozen when it was loaded (FROZEN_KEY), which are returned as they are: a
-    platform whose render defaults change later must not send a running study looking for other videos."""
+    platform whose render defaults change later must not send a running study looking for other videos.
+    `avatar_sha256` (the hash of a custom avatar's files, studies/rendering.py's freeze_variants) is hashed with
+    the settings, so an avatar edited in place is another variant than its old self."""
     frozen = frozen_variants(spec_or_settings)
     if frozen is not None:
         return frozen[1] if condition_kind == ATTENTION_CHECK_KIND else frozen[0]
@@ -40,6 +42,8 @@ def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
     # Only the settings that differ from the defaults are hashed, so a render key added later (with its
     # default) leaves every study's variant, and so every stored stimulus, where it was.
     differing = {key: value for key, value in settings.items() if value != _DEFAULT_SETTINGS[key]}
+    if avatar_sha256 and settings["avatar"]:
+        differing["avatar_sha256"] = avatar_sha256
     variant = "r" + _digest(differing)[:12] if differing else ""
     if condition_kind == ATTENTION_CHECK_KIND:
         scale = attention_scale(spec_or_settings)
@@ -48,9 +52,10 @@ def cell_variant(spec_or_settings: dict, condition_kind: str = "") -> str:
     return variant
 
 
-def study_variants(spec: dict) -> tuple[str, str]:
+def study_variants(spec: dict, *, avatar_sha256: str | None = None) -> tuple[str, str]:
     """(variant of the study's cells, variant of its attention-check cells); equal on a 5-point scale."""
-    return cell_variant(spec), cell_variant(spec, ATTENTION_CHECK_KIND)
+    return (cell_variant(spec, avatar_sha256=avatar_sha256),
+            cell_variant(spec, ATTENTION_CHECK_KIND, avatar_sha256=avatar_sha256))
 
 
 FROZEN_KEY = "resolved_variants"  # in a stored spec's `stimuli`, and in its render jobs' settings

@@ -188,7 +188,7 @@ def test_uploaded_videos_are_checked_and_reencoded_only_when_asked(corpus, tmp_p
 
 def test_a_study_may_render_on_a_custom_avatar_and_a_missing_one_is_named(corpus, tmp_path, settings):
     """`stimuli.render.avatar`: the example head (docs/examples/custom_avatar) renders the study's cells; the
-    recipe names it with its files' hash; a path that is not there fails the jobs with the reason."""
+    recipe names it with its files' hash; a path that is not there is refused before anything is made."""
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "custom_avatar" / "avatar.yaml"
@@ -209,10 +209,49 @@ def test_a_study_may_render_on_a_custom_avatar_and_a_missing_one_is_named(corpus
                        .replace("    - ground_truth\n    - still\n", "    - {name: shifted, kind: time_shift, ms: 200}\n")
                        .replace("render: {width: 96, height: 96, fps: 10}",
                                 "render: {width: 96, height: 96, fps: 10, avatar: nowhere.yaml}"))
-    with pytest.raises(CommandError, match="could not be rendered"):
+    jobs_before = RenderJob.objects.count()
+    with pytest.raises(CommandError, match="nowhere.yaml is not a file.*nothing was made"):
         call_command("render_study", str(missing))
+    assert RenderJob.objects.count() == jobs_before
+
+
+def test_an_avatar_edited_in_place_gets_new_videos_and_never_mixes_into_a_loaded_study(corpus, tmp_path):
+    """A custom avatar counts by its files' contents, not only its path: after its map is edited in place, the
+    study's YAML renders every cell anew (the old videos are not reused for the new head), and a study loaded
+    before the edit refuses to render more cells on the changed head, saying why."""
+    import shutil
+
+    from studies import services
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "custom_avatar"
+    avatar = tmp_path / "my-head"
+    shutil.copytree(example, avatar)
+    text = SPEC.format(model="unused", embodiments="avatar", attention=0, recorded="    - ground_truth\n")
+    text = text.replace("    - {name: joint-model, kind: model, model: unused}\n", "").replace(
+        "render: {width: 96, height: 96, fps: 10}",
+        f"render: {{width: 96, height: 96, fps: 10, avatar: '{avatar / 'avatar.yaml'}'}}")
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(text)
+    call_command("render_study", str(study_file))
+    first = {s.pk: s.variant for s in Stimulus.objects.filter(utterance__corpus__name="synth-render")}
+    assert len(first) == 4 and len(set(first.values())) == 1
+    version, _ = services.study_load(text=text)  # loaded, with the head as it is now
+
+    yaml_file = avatar / "avatar.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("color: [0.76, 0.42, 0.30]", "color: [0.60, 0.40, 0.30]"))
+    call_command("render_study", str(study_file))
+    made = Stimulus.objects.filter(utterance__corpus__name="synth-render")
+    again = {s.pk: s for s in made if s.pk not in first}
+    assert len(again) == 4  # every cell anew, in a variant of its own
+    assert {s.variant for s in again.values()}.isdisjoint(first.values())
+    assert len({s.recipe["avatar_sha256"] for s in made}) == 2
+
+    # The study loaded before the edit keeps its videos; a cell it still lacks is not made on the new head.
+    Stimulus.objects.filter(pk__in=list(first)).first().delete()
+    with pytest.raises(CommandError, match="could not be rendered"):
+        call_command("render_study", version.study.slug)
     failed = RenderJob.objects.filter(status="failed")
-    assert failed.count() == 2 and all("nowhere.yaml is not a file" in j.error for j in failed)
+    assert failed.count() == 1 and "changed since the study was read" in failed.get().error
 
 
 def test_a_catch_trial_condition_renders_shifted_motion_with_a_known_answer(corpus, tmp_path):

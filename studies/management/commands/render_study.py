@@ -84,9 +84,11 @@ def study_spec(ref: str, stderr) -> dict:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         try:
-            return parse_spec(path.read_text(encoding="utf-8"))
+            return rendering.freeze_variants(parse_spec(path.read_text(encoding="utf-8")))
         except OSError as exc:
             raise CommandError(f"cannot read {ref}: {exc}") from None
+        except rendering.RenderRequestError as exc:
+            raise CommandError(f"{ref}: {exc}; nothing was made") from None
         except SpecError as exc:
             for problem in exc.problems:
                 stderr.write(f"{ref}: {problem}")
