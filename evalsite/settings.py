@@ -99,7 +99,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Prepared statements for studies/rawsql.py's few hot statements (the participant endpoints), which bind
-    # their parameters server-side: psycopg prepares a statement on its fifth run on a connection, and
+    # their parameters server-side: psycopg prepares a statement after five runs on a connection, and
     # PostgreSQL then skips parsing and planning it (about half the database's CPU per trial). The ORM's
     # cursors bind client-side and never prepare. DB_PREPARED_STATEMENTS=0 turns it off, for a pooler in
     # transaction mode that cannot keep them (PgBouncer before 1.21).
