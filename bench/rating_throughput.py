@@ -5,7 +5,7 @@ one-word placeholder clips (~0.5-0.6 s, so the bench measures the server, not th
 likert-only study (three items per clip, as the MSP naturalness study rates upper, middle and lower face),
 then for each run starts gunicorn (settings as deployed: the rate limits' counters in Redis), runs N
 attentive bots at once over real HTTP (studies/bots.py: entry, consent, instructions, every trial page,
-every video, watch report, answer), stops the server and reads the database back.
+every video, the answer with the videos' watch facts), stops the server and reads the database back.
 
 Two kinds of run:
 - capacity, for each N of --n: a closed loop; bots watch every clip to its end and answer as soon as the
@@ -21,7 +21,7 @@ Two kinds of run:
 Figures per run:
 - trial submissions/s and ratings/s (three per trial) over the whole run (first to last acknowledgement),
   and steady: while every bot is rating (from the last bot's first answer to the first bot's last);
-- p50/p99 latency of the answer, watch and page requests (every request, retries included), and of the
+- p50/p99 latency of the answer and page requests (every request, retries included), and of the
   answers acknowledged while every bot is rating;
 - lost (acknowledged but missing in the database) and duplicates (rows beyond one per answer), which must
   both be zero; errors (bots that could not finish) and 5xx/network failures;
@@ -295,8 +295,6 @@ def run_one(n: int, args, log_path: Path, *, pace_s: float = 0.0) -> dict:
         "answer_p99_ms": lat["answer"]["p99"],
         "steady_answer_p50_ms": percentile_ms(steady_answers, 50),
         "steady_answer_p99_ms": percentile_ms(steady_answers, 99),
-        "watch_p50_ms": lat["watch"]["p50"],
-        "watch_p99_ms": lat["watch"]["p99"],
         "page_p50_ms": lat["page"]["p50"],
         "page_p99_ms": lat["page"]["p99"],
         "entry_p99_ms": lat["entry"]["p99"],
@@ -355,7 +353,7 @@ def main() -> int:
             f"ratings/s) over {r['window_s']} s, steady {r['steady_ratings_per_s']} ratings/s over {r['steady_s']} s | "
             f"answer POST p50 {r['answer_p50_ms']} ms p99 {r['answer_p99_ms']} ms (while all rate: p50 "
             f"{r['steady_answer_p50_ms']} ms p99 {r['steady_answer_p99_ms']} ms) | "
-            f"watch POST p50 {r['watch_p50_ms']} ms p99 {r['watch_p99_ms']} ms | page GET p99 {r['page_p99_ms']} ms | "
+            f"page GET p99 {r['page_p99_ms']} ms | "
             f"lost {r['lost']} duplicates {r['duplicates']} | completed {r['completed']}/{n} errors {r['errors']} "
             f"failed requests {r['failed_requests']} | cpu s server {r['server_cpu_s']} bots {r['client_cpu_s']} "
             f"postgres {r['db_cpu_s']} redis {r['redis_cpu_s']} (ms per trial: server {r['server_cpu_ms_per_trial']}, "

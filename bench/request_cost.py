@@ -1,12 +1,12 @@
 """Server cost of each participant request, in process: CPU and wall milliseconds of Django's work per endpoint
-(entry, form pages, trial page, video, watch report, answer) and PostgreSQL's CPU for each, with no HTTP
+(entry, form pages, trial page, video, answer with the watch facts) and PostgreSQL's CPU for each, with no HTTP
 server or load in the way, so a change to one endpoint shows as its own figure.
 
 It uses rating_throughput.py's database (`evalsite_bench`, rebuilt with --fresh) and study, then walks
 --participants participants through every page with Django's test client, timing each request with
 time.process_time (this process) and the PostgreSQL backend's CPU from /proc (10 ms ticks, so read the
 per-request database figure as an average over many requests). Watching is not waited for: each trial is
-marked shown 5 s earlier before its watch report.
+marked shown 5 s earlier before its answer.
 
     .venv/bin/python bench/request_cost.py --fresh           # build the bench database first
     .venv/bin/python bench/request_cost.py --participants 20
@@ -15,8 +15,8 @@ The last line printed is one JSON object: per endpoint n, median wall and CPU ms
 """
 from __future__ import annotations
 
-import contextlib
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -76,7 +76,7 @@ def main() -> int:
 
     def timed(name, call):
         d0, t0, c0 = backend_cpu_s(backend), time.perf_counter(), time.process_time()
-        capture = len(cost.get("answer", ())) == 1 and name in ("page", "video", "watch", "answer") and args.queries
+        capture = len(cost.get("answer", ())) == 1 and name in ("page", "video", "answer") and args.queries
         with CaptureQueriesContext(connection) if capture else contextlib.nullcontext() as queries:
             response = call()
             if getattr(response, "streaming", False):
@@ -106,10 +106,10 @@ def main() -> int:
             for src in re.findall(r'src="(/v/[^"]+)"', html):
                 timed("video", lambda: c.get(src, HTTP_RANGE="bytes=0-"))
             Trial.objects.filter(public_id=token).update(first_shown_at=timezone.now() - dt.timedelta(seconds=5))
-            report = {"trial": token, "slot": 0, "ended": True, "watched_fraction": 1.0}
-            timed("watch", lambda: c.post(take + "watch/", json.dumps(report), content_type="application/json"))
+            # As trial.js: the video's facts go with the answer (no watch request of their own).
             answer = {"trial": token, "submission_id": str(uuid.uuid4()), "answer_ms": 100,
-                      "answers": [{"item": k, "value": 4} for k in ("upper", "middle", "lower")]}
+                      "answers": [{"item": k, "value": 4} for k in ("upper", "middle", "lower")],
+                      "watch": [{"slot": 0, "ended": True, "watched_fraction": 1.0}]}
             r = timed("answer", lambda: c.post(take + "answer/", json.dumps(answer), content_type="application/json"))
             if r.status_code != 201:
                 raise SystemExit(f"answer refused: {r.status_code} {r.content[:200]!r}")
@@ -121,8 +121,8 @@ def main() -> int:
               f"postgres cpu {f['db_cpu_ms']:5.2f} ms")
     if shown:
         print(f"the statements of one trial ({len(shown)}):", *shown, sep="\n  ")
-    trial_cpu = sum(figures[k]["cpu_ms"] + figures[k]["db_cpu_ms"] for k in ("page", "video", "watch", "answer"))
-    print(f"one trial (page, video, watch, answer), Django + PostgreSQL CPU: {trial_cpu:.1f} ms")
+    trial_cpu = sum(figures[k]["cpu_ms"] + figures[k]["db_cpu_ms"] for k in ("page", "video", "answer"))
+    print(f"one trial (page, video, answer with the watch facts), Django + PostgreSQL CPU: {trial_cpu:.1f} ms")
     print(json.dumps({"bench": "request_cost", "participants": args.participants, "endpoints": figures,
                       "trial_cpu_ms": round(trial_cpu, 2)}))
     return 0

@@ -451,49 +451,43 @@ class Bot:
 
     async def _trial(self, page: Page, take_url: str, shown_at: float) -> None:
         trial_id = page.trial.get("data-trial", "")
-        watch_url = urljoin(take_url, page.trial.get("data-watch-url", "watch/"))
         answer_url = urljoin(take_url, page.trial.get("data-answer-url", "answer/"))
         csrf = self._csrf(page)
         videos = sorted(page.videos, key=lambda v: v.slot)
         for video in videos:  # preload="auto": the browser fetches every video of the page at once
             await self._fetch_video(video, take_url, page_kind=page.kind)
+        # As trial.js does: each video's facts go with the answer, which the server takes once it believes
+        # every rated video has ended (its clock against the page's first showing).
         if self.behaviour.watch == "full":
             for video in videos:  # one after another, as the page pauses the others while one plays
                 await asyncio.sleep(video.duration + self.rng.uniform(0.05, 0.2))
-                await self._report_watch(watch_url, csrf, trial_id, video, 1.0)
+            fractions = [1.0] * len(videos)
         else:
             latest = max((_min_accepted_watch_s(v.duration) for v in videos), default=0.0)
             await asyncio.sleep(max(0.0, shown_at + latest + 0.05 - time.monotonic()))
             elapsed = time.monotonic() - shown_at
-            for video in videos:
-                fraction = 1.0 if video.duration <= 0 else min(1.0, round(elapsed / video.duration, 3))
-                await self._report_watch(watch_url, csrf, trial_id, video, fraction)
+            fractions = [1.0 if v.duration <= 0 else min(1.0, round(elapsed / v.duration, 3)) for v in videos]
+        watch = [{"slot": v.slot, "ended": True, "watched_fraction": f, "seeks": 0, "pauses": 0, "replays": 0,
+                  "hidden_ms": 0, "playback_errors": 0} for v, f in zip(videos, fractions, strict=True)]
         unlocked = time.monotonic()
         answers = self._answers(page)
         lo, hi = self.behaviour.think_ms
         think_s = self.rng.triangular(lo, hi, lo + (hi - lo) / 4) / 1000
         await asyncio.sleep(max(think_s, shown_at + self.behaviour.pace_s - time.monotonic()))
         body = {"trial": trial_id, "submission_id": str(uuid.uuid4()), "answers": answers,
-                "answer_ms": int((time.monotonic() - unlocked) * 1000)}
+                "answer_ms": int((time.monotonic() - unlocked) * 1000), "watch": watch}
         await self._send_answer(answer_url, csrf, body)
-
-    async def _report_watch(self, url: str, csrf: str, trial_id: str, video: Video, fraction: float) -> None:
-        report = {"trial": trial_id, "slot": video.slot, "ended": True, "watched_fraction": fraction,
-                  "seeks": 0, "pauses": 0, "replays": 0, "hidden_ms": 0, "playback_errors": 0}
-        for attempt in range(TOO_EARLY_RETRIES):
-            status, _, data = await self._call("watch", "POST", url, json=report, read="json",
-                                               headers={"X-CSRFToken": csrf})
-            if status == 200 and data.get("ended"):
-                return
-            if status == 409 and data.get("error") == "too_early":
-                await asyncio.sleep(0.1 * (attempt + 1))
-                continue
-            raise BotError(f"watch report answered {status}: {data.get('message') or data}")
-        raise BotError("the server kept refusing 'ended' as too early")
 
     async def _send_answer(self, url: str, csrf: str, body: dict) -> None:
         headers = {"X-CSRFToken": csrf}
-        status, _, data = await self._call("answer", "POST", url, json=body, read="json", headers=headers)
+        for attempt in range(TOO_EARLY_RETRIES):
+            status, _, data = await self._call("answer", "POST", url, json=body, read="json", headers=headers)
+            if status == 409 and data.get("error") == "too_early":
+                await asyncio.sleep(0.1 * (attempt + 1))  # the server's clock: a moment more, the same answer
+                continue
+            break
+        else:
+            raise BotError("the server kept refusing the answer's 'ended' as too early")
         if status == 409 and data.get("error") == "answered":
             # Another submission already answered this trial (never expected from one bot): note, move on.
             raise BotError(f"trial {body['trial']} was already answered by another submission")

@@ -763,17 +763,25 @@ RESPONSE_COLUMNS = ("participant_id", "trial_id", "item", "slot", "stimulus_id",
                     "answer_ms", "created_at")
 
 
+MAX_WATCH_REPORTS = 16  # more videos than any page shows
+
+
 def trial_answer(
-    *, participant, trial_public_id: str, submission_id: str, answers: list, answer_ms: int
+    *, participant, trial_public_id: str, submission_id: str, answers: list, answer_ms: int,
+    watch: list | None = None,
 ) -> tuple[AnsweredTrial, bool]:
     """Save every answer of one trial at once, idempotently. Returns (trial, created).
 
     `participant` is a Participant or a selectors.SessionParticipant. A retried POST with the same
     submission_id returns the saved trial (created=False) and writes nothing; a different submission for an
     answered trial is a Conflict. Answers are refused before every rated video of the trial has ended (as
-    reported and checked in watch_record). No lock is held: the trial is claimed by a conditional UPDATE, and
-    the unique constraint on responses backs it up. The statements are hand-written (rawsql.py): two reads,
-    then the claim, the responses and the participant's position in one transaction.
+    reported and checked in watch_record). `watch` is the page's final report of each of its videos (the same
+    fields as a watch report, with `slot`), stored by watch_record before that check, so that the page need
+    not send them apart when its videos end; an 'ended' the server's clock cannot believe yet is a Conflict
+    (too_early) and nothing of the answer is saved. No lock is held: the trial is claimed by a conditional
+    UPDATE, and the unique constraint on responses backs it up. The statements are hand-written (rawsql.py):
+    two reads (and two per watch report), then the claim, the responses and the participant's position in one
+    transaction.
     """
     try:
         submission_uuid = uuid.UUID(str(submission_id))
@@ -783,6 +791,9 @@ def trial_answer(
         raise ServiceError("answer_ms must be a whole number of milliseconds.")
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         raise ServiceError("answers must be a list of objects.")
+    if watch is not None and not (isinstance(watch, list) and len(watch) <= MAX_WATCH_REPORTS
+                                  and all(isinstance(w, dict) for w in watch)):
+        raise ServiceError(f"watch must be a list of at most {MAX_WATCH_REPORTS} watch reports.")
     T = rawsql.T
     row = rawsql.fetch_one(
         f"SELECT t.id, t.position, t.page_index, t.question, t.answered_at, t.submission_id, "
@@ -806,10 +817,39 @@ def trial_answer(
         raise Conflict("This trial is not on the current page.", code="wrong_page")
     if earlier_open:
         raise Conflict("Please answer the trials in order.", code="out_of_order")
+    try:
+        # All or nothing: the watch facts sent with the answer are stored only if the answer is saved too.
+        with transaction.atomic():
+            for report in watch or ():
+                slot = report.get("slot")
+                if isinstance(slot, bool) or not isinstance(slot, int):
+                    raise ServiceError("slot must be a whole number.")
+                try:
+                    watch_record(participant=participant, trial_public_id=trial_public_id, slot=slot, report=report)
+                except Conflict as exc:
+                    if exc.code == "answered":  # by a concurrent retry: answered again below, as for the claim
+                        raise IntegrityError("answered meanwhile") from None
+                    raise
+            trial = _save_answers(participant, AnsweredTrial(trial_id, str(trial_public_id), position, page_index,
+                                                             timezone.now(), submission_uuid),
+                                  question_key, answers, answer_ms, other_open=bool(other_open))
+    except IntegrityError:  # a concurrent retry of the same answer, or another submission, got there first
+        saved = rawsql.fetch_one(f"SELECT answered_at, submission_id FROM {T.Trial} WHERE id = %s", [trial_id])
+        trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index,
+                              rawsql.time_value(saved[0]), rawsql.uuid_value(saved[1]))
+        return _answered_again(trial, submission_uuid)
+    return trial, True
+
+
+def _save_answers(participant, trial: AnsweredTrial, question_key: str, answers: list, answer_ms: int, *,
+                  other_open: bool) -> AnsweredTrial:
+    """Inside trial_answer's transaction: check that every rated video ended and the answers fit the question,
+    then claim the trial, store the responses and move the participant on. Returns the trial as saved."""
+    T = rawsql.T
     slots = [_Slot(*r) for r in rawsql.fetch_all(
         f"SELECT ts.slot, ts.role, ts.stimulus_id, w.ended FROM {T.TrialStimulus} ts "
         f"LEFT JOIN {T.WatchRecord} w ON w.trial_stimulus_id = ts.id WHERE ts.trial_id = %s ORDER BY ts.slot",
-        [trial_id],
+        [trial.id],
     )]
     for s in slots:
         if s.role == TrialStimulus.Role.REFERENCE:
@@ -830,36 +870,26 @@ def trial_answer(
     values = []
     for a in answers:
         fields = {"choice": "", "strength": None, **_clean_answer(question, {**a, "slot": a.get("slot", 0)}, slots)}
-        values += [participant.pk, trial_id, a["item"], a.get("slot", 0), fields["stimulus_id"], fields["value"],
+        values += [participant.pk, trial.id, a["item"], a.get("slot", 0), fields["stimulus_id"], fields["value"],
                    fields["choice"], fields["strength"], answer_ms, stamp]
     one_row = "(" + ", ".join(["%s"] * len(RESPONSE_COLUMNS)) + ")"
-    trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index, now, submission_uuid)
-    try:
-        with transaction.atomic():
-            claimed = rawsql.execute(
-                f"UPDATE {T.Trial} SET answered_at = %s, submission_id = %s WHERE id = %s AND answered_at IS NULL",
-                [stamp, rawsql.uuid_param(submission_uuid), trial_id],
-            )
-            if not claimed:
-                raise IntegrityError("answered meanwhile")
-            rawsql.execute(
-                f"INSERT INTO {T.Response} ({', '.join(RESPONSE_COLUMNS)}) VALUES "
-                + ", ".join([one_row] * len(answers)), values,
-            )
-            if other_open:
-                rawsql.execute(f"UPDATE {T.Participant} SET last_seen_at = %s WHERE id = %s", [stamp, participant.pk])
-            else:  # the page's last trial: on to the next page (rare: the whole participant is loaded for it)
-                full = Participant.objects.select_related("study", "version").get(pk=participant.pk)
-                full.last_seen_at = now
-                _advance(full)
-                if full.status == Participant.Status.ACTIVE:
-                    Participant.objects.filter(pk=full.pk).update(page_index=full.page_index, last_seen_at=now)
-    except IntegrityError:  # a concurrent retry of the same answer, or another submission, got there first
-        saved = rawsql.fetch_one(f"SELECT answered_at, submission_id FROM {T.Trial} WHERE id = %s", [trial_id])
-        trial = AnsweredTrial(trial_id, str(trial_public_id), position, page_index,
-                              rawsql.time_value(saved[0]), rawsql.uuid_value(saved[1]))
-        return _answered_again(trial, submission_uuid)
-    return trial, True
+    claimed = rawsql.execute(
+        f"UPDATE {T.Trial} SET answered_at = %s, submission_id = %s WHERE id = %s AND answered_at IS NULL",
+        [stamp, rawsql.uuid_param(trial.submission_id), trial.id],
+    )
+    if not claimed:
+        raise IntegrityError("answered meanwhile")
+    rawsql.execute(f"INSERT INTO {T.Response} ({', '.join(RESPONSE_COLUMNS)}) VALUES "
+                   + ", ".join([one_row] * len(answers)), values)
+    if other_open:
+        rawsql.execute(f"UPDATE {T.Participant} SET last_seen_at = %s WHERE id = %s", [stamp, participant.pk])
+    else:  # the page's last trial: on to the next page (rare: the whole participant is loaded for it)
+        full = Participant.objects.select_related("study", "version").get(pk=participant.pk)
+        full.last_seen_at = now
+        _advance(full)
+        if full.status == Participant.Status.ACTIVE:
+            Participant.objects.filter(pk=full.pk).update(page_index=full.page_index, last_seen_at=now)
+    return AnsweredTrial(trial.id, trial.public_id, trial.position, trial.page_index, now, trial.submission_id)
 
 
 def _answered_again(trial: AnsweredTrial, submission_uuid: uuid.UUID) -> tuple[AnsweredTrial, bool]:

@@ -291,6 +291,7 @@ def answer(request, participant, body):
         submission_id=str(body.get("submission_id", "")),
         answers=body.get("answers"),
         answer_ms=body.get("answer_ms"),
+        watch=body.get("watch"),
     )
     next_page = reverse("take", args=[request.resolver_match.kwargs["study_token"]])
     return {"saved": created, "next": next_page}, 201 if created else 200

@@ -63,6 +63,73 @@ def test_ended_report_sooner_than_the_clip_could_play_is_refused(driver):
     assert not WatchRecord.objects.filter(trial_stimulus=slot, ended=True).exists()
 
 
+def _facts(trial, **over):
+    return [{"slot": s.slot, "ended": True, "watched_fraction": 1.0, "seeks": 1, "pauses": 2, "replays": 0,
+             "hidden_ms": 40, "playback_errors": 0, **over} for s in trial.slots.all()]
+
+
+def test_the_watch_facts_may_come_with_the_answer_and_are_stored_with_it(driver):
+    """As trial.js sends them: no watch report of their own; the server checks 'ended' at the answer."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    trial = to_first_trial(driver)
+    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
+                                    "answers": driver.answers_for(trial), "answer_ms": 2500, "watch": _facts(trial)})
+    assert r.status_code == 201, r.content
+    records = WatchRecord.objects.filter(trial_stimulus__trial=trial)
+    assert records.count() == trial.slots.count()
+    assert all(w.ended and w.watched_fraction == 1.0 and w.seeks == 1 and w.pauses == 2 and w.hidden_ms == 40
+               for w in records)
+    assert Response.objects.filter(trial=trial).count() == len(driver.answers_for(trial))
+
+
+@pytest.mark.parametrize("watch, error", [
+    ("too_early", "too_early"),  # 'ended' before the clip could have played: nothing saved, the page resends
+    ([{"slot": 0, "ended": True, "watched_fraction": 2.0}], "invalid"),
+    ([{"slot": "0", "ended": True}], "invalid"),
+    ("not a list", "invalid"),
+    ([{"slot": 0}] * 17, "invalid"),
+    ([{"slot": 99, "ended": True, "watched_fraction": 1.0}], "not_found"),
+    ([{"slot": 0, "ended": False, "watched_fraction": 0.4}], "not_watched"),
+])
+def test_an_answer_whose_watch_facts_are_refused_changes_nothing(driver, watch, error):
+    trial = to_first_trial(driver)
+    if watch == "too_early":
+        driver.page()  # shown just now
+        watch = _facts(trial)
+    else:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
+                                    "answers": driver.answers_for(trial), "answer_ms": 2500, "watch": watch})
+    assert r.status_code in (400, 404, 409) and r.json()["error"] == error, r.content
+    assert not WatchRecord.objects.filter(trial_stimulus__trial=trial).exists()
+    assert not Response.objects.filter(trial=trial).exists()
+    assert Trial.objects.get(pk=trial.pk).answered_at is None
+
+
+def test_an_answer_whose_second_report_is_refused_keeps_none_of_the_first(driver):
+    """All or nothing: a valid first report is not stored when a later one of the same answer is refused."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    trial = to_first_trial(driver)
+    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    slot = trial.slots.first().slot
+    watch = [{"slot": slot, "ended": True, "watched_fraction": 1.0}, {"slot": slot, "watched_fraction": -1}]
+    r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
+                                    "answers": driver.answers_for(trial), "answer_ms": 2500, "watch": watch})
+    assert r.status_code == 400
+    assert not WatchRecord.objects.filter(trial_stimulus__trial=trial).exists()
+
+
 @pytest.mark.parametrize("value", [0, 8, 3.5, "4", None, True])
 def test_value_off_the_likert_scale_is_refused(driver, value):
     trial = to_first_trial(driver)

@@ -1,7 +1,9 @@
-/* Trial page: the answers unlock only after every rated video has played to the end (checked again by the
-   server; a slider page's open reference is the participant's to play or not); the player's facts (watched
-   fraction, seeks, pauses, replays, hidden time, errors) of every video, the reference's too, are reported;
-   answers are sent once per trial with a client-made submission id, retried on network failure, a server error or a rate limit (after its Retry-After). */
+/* Trial page: the answers unlock only after every rated video has played to the end (a slider page's open
+   reference is the participant's to play or not); the player's facts (watched fraction, seeks, pauses,
+   replays, hidden time, errors) of every video played to its end, the reference's too, go with the answer,
+   and the server checks "ended" against its own clock before it saves anything (too early: the page waits a
+   moment and sends the same answer again). Answers are sent once per trial with a client-made submission id,
+   retried on network failure, a server error or a rate limit (after its Retry-After). */
 (function () {
   "use strict";
   var root = document.getElementById("trial");
@@ -57,22 +59,18 @@
     return duration > 0 ? Math.min(1, total / duration) : 0;
   }
 
-  function report(video, ended) {
+  function facts(video) {
     var s = state[video.dataset.slot];
-    var body = {
-      trial: root.dataset.trial, slot: parseInt(video.dataset.slot, 10), ended: ended,
-      watched_fraction: Math.round(coverage(s, video.duration) * 1000) / 1000,
+    return {
+      slot: parseInt(video.dataset.slot, 10), ended: s.endedOnce,
+      watched_fraction: Math.round(coverage(s, video.duration || 0) * 1000) / 1000,
       seeks: s.seeks, pauses: s.pauses, replays: s.replays, hidden_ms: Math.round(s.hiddenMs),
       playback_errors: s.errors
     };
-    return post(root.dataset.watchUrl, body).then(function (r) {
-      if (r.data.ok && r.data.ended) { s.serverEnded = true; maybeUnlock(); }
-      else if (!r.data.ok) { showError(r.data.message); }
-    }).catch(function () { showError("We could not reach the server. Please check your connection."); });
   }
 
   function maybeUnlock() {
-    var all = rated.every(function (v) { return state[v.dataset.slot].serverEnded; });
+    var all = rated.every(function (v) { return state[v.dataset.slot].endedOnce; });
     if (!all || unlockedAt !== null) return;
     unlockedAt = Date.now();
     root.querySelectorAll(".answer").forEach(function (el) { el.disabled = false; });
@@ -85,7 +83,7 @@
 
   videos.forEach(function (video) {
     var s = state[video.dataset.slot] = {intervals: [], seeks: 0, pauses: 0, replays: 0, hiddenMs: 0,
-                                         errors: 0, endedOnce: false, serverEnded: false, last: 0};
+                                         errors: 0, endedOnce: false, last: 0};
     var btn = root.querySelector("button.play[data-slot='" + video.dataset.slot + "']");
     btn.addEventListener("click", function () {
       videos.forEach(function (other) { if (other !== video) other.pause(); });
@@ -111,7 +109,7 @@
       s.intervals.push([s.last, video.duration]);
       btn.disabled = false; btn.textContent = "Play again";
       s.endedOnce = true;
-      report(video, true);
+      maybeUnlock();
     });
   });
 
@@ -174,16 +172,24 @@
   if (labelledScales.length) { fitLabels(); window.addEventListener("resize", fitLabels); }
 
   var sending = false;
+  function send(body, early) {
+    post(root.dataset.answerUrl, body)
+      .then(function (r) {
+        if (r.data.ok || r.data.error === "answered") { window.location.assign(r.data.next || window.location.href); return; }
+        if (r.data.error === "too_early" && early < 10) {  // the server's clock: a moment more, the same answer
+          setTimeout(function () { send(body, early + 1); }, 1000);
+          return;
+        }
+        sending = false; updateNext(); showError(r.data.message);
+      })
+      .catch(function () { sending = false; updateNext(); showError("Your answer could not be sent. Check your connection and press Next again."); });
+  }
   nextBtn.addEventListener("click", function () {
     var c = collect();
     if (!c.complete || sending) return;
     sending = true; nextBtn.disabled = true; showError("");
-    post(root.dataset.answerUrl, {trial: root.dataset.trial, submission_id: submissionId,
-                                  answers: c.answers, answer_ms: Date.now() - unlockedAt})
-      .then(function (r) {
-        if (r.data.ok || r.data.error === "answered") { window.location.assign(r.data.next || window.location.href); return; }
-        sending = false; updateNext(); showError(r.data.message);
-      })
-      .catch(function () { sending = false; updateNext(); showError("Your answer could not be sent. Check your connection and press Next again."); });
+    send({trial: root.dataset.trial, submission_id: submissionId, answers: c.answers,
+          answer_ms: Date.now() - unlockedAt,
+          watch: videos.filter(function (v) { return state[v.dataset.slot].endedOnce; }).map(facts)}, 0);
   });
 })();
