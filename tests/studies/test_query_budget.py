@@ -87,6 +87,34 @@ def test_queries_per_participant_request_are_within_budget_and_do_not_grow(drive
         assert max(later[kind]) <= max(first[kind]) + 1, (kind, first[kind], later[kind])
 
 
+def test_an_answer_carrying_its_videos_watch_facts_costs_two_statements_more_per_video(driver):
+    """As trial.js sends it: each video's facts in the answer cost what a watch report of its own would (its
+    read and its upsert), and nothing that grows with anything else."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from studies import selectors
+    from studies.models import Trial
+
+    driver.start()
+    driver.submit_page({"agree": "yes"})  # consent
+    driver.submit_page({})  # instructions
+    digits = selectors.av_check_stimulus(driver.participant.version.spec).expected_answer["digits"]
+    driver.submit_page({"digits": digits})
+    driver.page()
+    trial = driver.current_trial()
+    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    videos = list(trial.slots.all())
+    body = {"trial": trial.public_id, "submission_id": str(uuid.uuid4()), "answers": driver.answers_for(trial),
+            "answer_ms": 2500, "watch": [{"slot": s.slot, "ended": True, "watched_fraction": 1.0} for s in videos]}
+    with CaptureQueriesContext(connection) as ctx:
+        r = driver.post_json("answer", body)
+    assert r.status_code == 201, r.content
+    assert len(ctx.captured_queries) <= BUDGET["answer"] + 2 * len(videos), [q["sql"] for q in ctx.captured_queries]
+
+
 @pytest.mark.pg_only
 def test_the_trial_endpoints_statements_are_prepared_once_per_connection(driver):
     """On PostgreSQL the trial endpoints' hand-written statements run as prepared statements (settings.py's
