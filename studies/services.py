@@ -647,13 +647,15 @@ def trial_mark_shown(*, trial) -> None:
 WATCH_INT_FIELDS = ("seeks", "pauses", "replays", "hidden_ms", "playback_errors")
 
 
-def watch_record(*, participant, trial_public_id: str, slot: int, report: dict) -> bool:
+def watch_record(*, participant, trial_public_id: str, slot, report: dict) -> bool:
     """Store what the player reports about one video; 'ended' is checked against the server's clock.
 
-    `participant` is a Participant or a selectors.SessionParticipant. Returns whether the video counts as
-    ended. Counters only grow and `ended` stays set: a stale report arriving late never lowers them. Two
+    `participant` is a Participant or a selectors.SessionParticipant; `slot` is the client's value, checked
+    here. Returns whether the video counts as ended. Counters only grow and `ended` stays set: a stale report arriving late never lowers them. Two
     statements (rawsql.py): the trial and video, then one insert-or-raise.
     """
+    if isinstance(slot, bool) or not isinstance(slot, int):
+        raise ServiceError("slot must be a whole number.")
     if not 0 <= slot < 2**31:  # no screen has such a slot, and SQLite cannot even bind a number past 2**63
         raise NotFound("That video is not part of your session.")
     T = rawsql.T
@@ -821,11 +823,9 @@ def trial_answer(
         # All or nothing: the watch facts sent with the answer are stored only if the answer is saved too.
         with transaction.atomic():
             for report in watch or ():
-                slot = report.get("slot")
-                if isinstance(slot, bool) or not isinstance(slot, int):
-                    raise ServiceError("slot must be a whole number.")
                 try:
-                    watch_record(participant=participant, trial_public_id=trial_public_id, slot=slot, report=report)
+                    watch_record(participant=participant, trial_public_id=trial_public_id, slot=report.get("slot"),
+                                 report=report)
                 except Conflict as exc:
                     if exc.code == "answered":  # by a concurrent retry: answered again below, as for the claim
                         raise IntegrityError("answered meanwhile") from None

@@ -97,16 +97,20 @@ class ParticipantDriver:
 
         return selectors.current_trial(self.participant)
 
-    def watch_all(self, trial, *, pretend_shown_seconds_ago: float = 60.0, references: bool = True):
-        """Report every video of the trial as played to the end (moving the shown time back instead of sleeping);
-        a slider trial's open reference too unless `references` is false (watching it is optional)."""
+    def pretend_shown(self, trial, seconds_ago: float = 60.0):
+        """Move the trial's first showing back, as if its videos had had time to play (instead of sleeping)."""
         from datetime import timedelta
 
         from django.utils import timezone
 
         from studies.models import Trial
 
-        Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=pretend_shown_seconds_ago))
+        Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=seconds_ago))
+
+    def watch_all(self, trial, *, pretend_shown_seconds_ago: float = 60.0, references: bool = True):
+        """Report every video of the trial as played to the end (moving the shown time back instead of sleeping);
+        a slider trial's open reference too unless `references` is false (watching it is optional)."""
+        self.pretend_shown(trial, pretend_shown_seconds_ago)
         for slot in trial.slots.all():
             if slot.role == "reference" and not references:
                 continue

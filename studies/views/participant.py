@@ -276,7 +276,7 @@ def _trial_token(body: dict) -> str:
 @participant_api
 def watch(request, participant, body):
     slot = body.get("slot")
-    if isinstance(slot, bool) or not isinstance(slot, int):
+    if isinstance(slot, bool) or not isinstance(slot, int):  # before the trial's token: a body without both is a 400
         raise services.ServiceError("slot must be a whole number.")
     ended = services.watch_record(participant=participant, trial_public_id=_trial_token(body),
                                   slot=slot, report=body)

@@ -91,21 +91,11 @@ def test_an_answer_carrying_its_videos_watch_facts_costs_two_statements_more_per
     """As trial.js sends it: each video's facts in the answer cost what a watch report of its own would (its
     read and its upsert), and nothing that grows with anything else."""
     import uuid
-    from datetime import timedelta
 
-    from django.utils import timezone
+    from .test_trial_answer import to_first_trial
 
-    from studies import selectors
-    from studies.models import Trial
-
-    driver.start()
-    driver.submit_page({"agree": "yes"})  # consent
-    driver.submit_page({})  # instructions
-    digits = selectors.av_check_stimulus(driver.participant.version.spec).expected_answer["digits"]
-    driver.submit_page({"digits": digits})
-    driver.page()
-    trial = driver.current_trial()
-    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    trial = to_first_trial(driver)
+    driver.pretend_shown(trial)
     videos = list(trial.slots.all())
     body = {"trial": trial.public_id, "submission_id": str(uuid.uuid4()), "answers": driver.answers_for(trial),
             "answer_ms": 2500, "watch": [{"slot": s.slot, "ended": True, "watched_fraction": 1.0} for s in videos]}

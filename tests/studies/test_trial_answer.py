@@ -70,12 +70,8 @@ def _facts(trial, **over):
 
 def test_the_watch_facts_may_come_with_the_answer_and_are_stored_with_it(driver):
     """As trial.js sends them: no watch report of their own; the server checks 'ended' at the answer."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     trial = to_first_trial(driver)
-    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    driver.pretend_shown(trial)
     r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
                                     "answers": driver.answers_for(trial), "answer_ms": 2500, "watch": _facts(trial)})
     assert r.status_code == 201, r.content
@@ -101,11 +97,7 @@ def test_an_answer_whose_watch_facts_are_refused_changes_nothing(driver, watch, 
         driver.page()  # shown just now
         watch = _facts(trial)
     else:
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+        driver.pretend_shown(trial)
     r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
                                     "answers": driver.answers_for(trial), "answer_ms": 2500, "watch": watch})
     assert r.status_code in (400, 404, 409) and r.json()["error"] == error, r.content
@@ -116,12 +108,8 @@ def test_an_answer_whose_watch_facts_are_refused_changes_nothing(driver, watch, 
 
 def test_an_answer_whose_second_report_is_refused_keeps_none_of_the_first(driver):
     """All or nothing: a valid first report is not stored when a later one of the same answer is refused."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     trial = to_first_trial(driver)
-    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    driver.pretend_shown(trial)
     slot = trial.slots.first().slot
     watch = [{"slot": slot, "ended": True, "watched_fraction": 1.0}, {"slot": slot, "watched_fraction": -1}]
     r = driver.post_json("answer", {"trial": trial.public_id, "submission_id": str(uuid.uuid4()),
@@ -227,12 +215,8 @@ def test_counters_never_go_down(driver):
 
 
 def test_a_late_report_neither_unsets_ended_nor_moves_its_time(driver):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     trial = to_first_trial(driver)
-    Trial.objects.filter(pk=trial.pk).update(first_shown_at=timezone.now() - timedelta(seconds=60))
+    driver.pretend_shown(trial)
     ended = {"trial": trial.public_id, "slot": 0, "ended": True, "watched_fraction": 1.0, "replays": 1}
     r = driver.post_json("watch", ended)
     assert r.status_code == 200 and r.json()["ended"] is True
