@@ -274,6 +274,51 @@ def test_a_moving_part_with_other_faces_gets_a_new_mesh(monkeypatch):
     assert meshes == [len(faces), len(faces) - 20]
 
 
+def test_vertex_cache_order_keeps_every_triangle_and_its_winding():
+    rng = np.random.default_rng(7)
+    _vertices, faces = ball()
+    shuffled = faces[rng.permutation(len(faces))]
+    ordered = offscreen.vertex_cache_order(shuffled)
+
+    lowest = ordered.min(axis=1)
+    assert np.all(np.diff(lowest) >= 0)
+    # the same rows (corners in the same order, so the same facing), each exactly once
+    assert sorted(map(tuple, ordered.tolist())) == sorted(map(tuple, shuffled.tolist()))
+    # stable: triangles sharing a lowest vertex keep their given order
+    for vertex in (0, 5, 40):
+        given = [tuple(row) for row in shuffled.tolist() if min(row) == vertex]
+        assert [tuple(row) for row in ordered.tolist() if min(row) == vertex] == given
+
+
+def test_triangles_are_uploaded_in_vertex_cache_order_and_draw_the_same_pixels(monkeypatch):
+    """The index buffer is reordered for the vertex cache; drawing in the order given instead gives the
+    same bytes (a shuffled sphere over a box, moving and static, supersampled)."""
+    rng = np.random.default_rng(3)
+    vertices, faces = ball()
+    faces = faces[rng.permutation(len(faces))]
+    box = trimesh.creation.box(extents=(120.0, 30.0, 60.0))
+    box_faces = box.faces[rng.permutation(len(box.faces))].astype(np.int32)
+
+    def parts(shift):
+        return [Part("ball", vertices + np.float32([shift, 0, 0]), faces, color=(0.8, 0.3, 0.2, 1.0)),
+                Part("box", box.vertices.astype(np.float32) + np.float32([0, -50, -20]), box_faces,
+                     color=(0.2, 0.4, 0.8, 1.0), static=True)]
+
+    settings = RenderSettings(width=96, height=96, supersample=2)
+    look = (np.zeros(3), 200.0)
+    renderer = Renderer(settings)
+    ordered = [renderer.render(parts(shift), look_at=look) for shift in (0.0, 7.5)]
+    uploaded = renderer._dynamic["ball"].primitive.indices
+    np.testing.assert_array_equal(uploaded, offscreen.vertex_cache_order(faces))
+
+    monkeypatch.setattr(offscreen, "vertex_cache_order", lambda f: np.ascontiguousarray(f))
+    plain = Renderer(settings)
+    as_given = [plain.render(parts(shift), look_at=look) for shift in (0.0, 7.5)]
+    np.testing.assert_array_equal(plain._dynamic["ball"].primitive.indices, faces)
+    for a, b in zip(ordered, as_given):
+        assert a.tobytes() == b.tobytes()
+
+
 def test_lights_evaluated_on_the_gpu_match_the_numpy_model():
     """A flat square facing the camera, lit per vertex by the shader: each corner's pixel colour is the
     model's colour at that corner (shade_vertices, the tested reference), within rounding."""
