@@ -116,7 +116,7 @@ def probe_stimulus(path: str | os.PathLike) -> StimulusFacts:
 
 def check_stimulus(path: str | os.PathLike) -> StimulusFacts:
     """Return the file's facts if it passes every stimulus check, else raise StimulusCheckError."""
-    probe = _ffprobe(path)
+    probe = _ffprobe(path, packets=True)
     facts = _facts(path, probe)
     failures: list[str] = []
     fmt = probe.get("format", {})
@@ -168,7 +168,7 @@ def check_stimulus(path: str | os.PathLike) -> StimulusFacts:
             "whole file before playing; remux with -movflags +faststart"
         )
 
-    intervals = _frame_intervals(path, video)
+    intervals = _frame_intervals(probe, video)
     rate_failures = _frame_rate_failures(video, facts, is_mp4=is_mp4, intervals=intervals)
     if not rate_failures:
         rate_failures = _frame_interval_failures(video, facts, intervals)
@@ -208,11 +208,11 @@ def usual_frame_rate(path: str | os.PathLike) -> Fraction:
     frames were shown at (a concatenation of a 25 fps and a 10 fps clip: 25), snapped to a common rate
     when within 1 % of one.
     """
-    probe = _ffprobe(path)
+    probe = _ffprobe(path, packets=True)
     video = _main_video_stream(probe)
     if video is None:
         raise StimulusCheckError(path, ["the file has no video stream"], reencode_helps=False)
-    rate = _usual_rate(video, _frame_intervals(path, video))
+    rate = _usual_rate(video, _frame_intervals(probe, video))
     if not rate:
         raise StimulusCheckError(path, ["the video frame rate is unknown; give the rate to re-encode at"])
     return rate
@@ -470,10 +470,14 @@ def _ffmpeg_pipe(args: list[str], path: Path) -> bytes:
 # --- probing -----------------------------------------------------------------------------------------
 
 
-def _ffprobe(path: str | os.PathLike) -> dict:
+def _ffprobe(path: str | os.PathLike, *, packets: bool = False) -> dict:
+    """ffprobe's format and streams; with `packets`, also every packet's stream and presentation time (one
+    ffprobe run for both: each run of it costs tens of milliseconds before it reads a byte)."""
     if not os.path.isfile(path):
         raise StimulusCheckError(path, ["the file does not exist"], reencode_helps=False)
     try:
+        if packets:
+            return ffmpeg.probe(os.fspath(path), show_entries="packet=stream_index,pts")
         return ffmpeg.probe(os.fspath(path))
     except FileNotFoundError as exc:
         raise RuntimeError("ffprobe is not installed; install ffmpeg (Debian package `ffmpeg`)") from exc
@@ -603,15 +607,12 @@ def _decode(path: str | os.PathLike, video: dict | None, audio: dict | None) -> 
     )
 
 
-def _frame_intervals(path: str | os.PathLike, video: dict) -> list[int]:
-    """Gaps between consecutive frames' presentation times, in the stream's time-base ticks, in display order."""
-    command = ["ffprobe", "-v", "error", "-select_streams", str(video["index"]), "-show_entries", "packet=pts",
-               "-of", "csv=p=0", os.fspath(path)]
-    try:
-        result = subprocess.run(command, capture_output=True, check=False, text=True)
-    except FileNotFoundError as exc:
-        raise RuntimeError("ffprobe is not installed; install the Debian package ffmpeg") from exc
-    times = sorted(int(field) for field in result.stdout.split() if field.lstrip("-").isdigit())
+def _frame_intervals(probe: dict, video: dict) -> list[int]:
+    """Gaps between consecutive frames' presentation times, in the stream's time-base ticks, in display order
+    (from the packets listed by `_ffprobe(..., packets=True)`)."""
+    index = video["index"]
+    times = sorted(packet["pts"] for packet in probe.get("packets", ())
+                   if packet.get("stream_index") == index and isinstance(packet.get("pts"), int))
     return [later - earlier for earlier, later in zip(times, times[1:])]
 
 

@@ -114,6 +114,42 @@ def test_audio_offset_past_the_recording_or_negative_is_refused(tmp_path, record
     assert files_in(tmp_path) == []
 
 
+def test_a_recordings_length_comes_from_a_pcm_wav_header_or_else_from_ffprobe(tmp_path, monkeypatch):
+    import ffmpeg
+
+    def ffprobe_length(path):
+        return float(ffmpeg.probe(str(path))["format"]["duration"])
+
+    pcm = write_wav(tmp_path / "pcm.wav", tone_after(0.25, 1.0))
+    stereo = tmp_path / "stereo.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(pcm), "-ac", "2", "-c:a", "pcm_s16le", str(stereo)],
+                   check=True)
+    others = {}  # float and 24-bit WAVs (WAVE_FORMAT_EXTENSIBLE) and FLAC are ffprobe's
+    for name, codec in (("float.wav", "pcm_f32le"), ("s24.wav", "pcm_s24le"), ("speech.flac", "flac")):
+        others[name] = tmp_path / name
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(pcm), "-c:a", codec, str(others[name])], check=True)
+    # a header that promises more samples than the file holds (a stream cut short) is not trusted
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(pcm.read_bytes()[:-48_000])  # half a second of 48 kHz 16-bit samples
+    expected = {path: ffprobe_length(path) for path in (pcm, stereo, cut, *others.values())}
+
+    for path in (pcm, stereo, *others.values(), cut):
+        assert encode._audio_duration_s(path) == pytest.approx(expected[path], abs=1e-3)
+    assert encode._audio_duration_s(pcm) == pytest.approx(1.25, abs=1e-9)
+    assert expected[cut] == pytest.approx(0.75, abs=1e-3)
+
+    # PCM WAVs are measured without running ffprobe; the others need it
+    def no_ffprobe(*args, **kwargs):
+        raise AssertionError("ffprobe was run")
+
+    monkeypatch.setattr(encode.ffmpeg, "probe", no_ffprobe)
+    assert encode._audio_duration_s(pcm) == pytest.approx(1.25, abs=1e-9)
+    assert encode._audio_duration_s(stereo) == pytest.approx(1.25, abs=1e-9)
+    for path in (cut, *others.values()):
+        with pytest.raises(AssertionError, match="ffprobe was run"):
+            encode._audio_duration_s(path)
+
+
 def test_a_segment_of_pure_silence_fails_the_checks_and_is_not_published(tmp_path, recording):
     with pytest.raises(StimulusCheckError, match="the audio is silent") as caught:
         encode_stimulus(grey_frames(10), recording, tmp_path / "clip.mp4", width=SIZE, height=SIZE,
