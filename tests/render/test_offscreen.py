@@ -274,6 +274,29 @@ def test_a_moving_part_with_other_faces_gets_a_new_mesh(monkeypatch):
     assert meshes == [len(faces), len(faces) - 20]
 
 
+def test_vertex_normals_are_the_area_weighted_sum_bit_for_bit():
+    """Against the plain formula: np.cross per face, added into its corners face by face (np.add.at),
+    divided by np.linalg.norm; a vertex on no face keeps a zero normal."""
+    rng = np.random.default_rng(11)
+    vertices, faces = ball()
+    vertices = (vertices + rng.normal(0, 2.0, vertices.shape)).astype(np.float32)
+    vertices = np.vstack([vertices, np.float32([[500, 500, 500]])])  # used by no face
+    for shuffled in (faces, faces[rng.permutation(len(faces))]):
+        v = vertices.astype(np.float64)
+        face_n = np.cross(v[shuffled[:, 1]] - v[shuffled[:, 0]], v[shuffled[:, 2]] - v[shuffled[:, 0]])
+        summed = np.zeros_like(v)
+        np.add.at(summed, shuffled.ravel(), np.repeat(face_n, 3, axis=0))  # face by face, corner by corner
+        length = np.linalg.norm(summed, axis=1, keepdims=True)
+        expected = (summed / np.where(length > 0, length, 1.0)).astype(np.float32)
+
+        got = offscreen.vertex_normals(vertices, shuffled.astype(np.uint32))
+        assert got.dtype == np.float32 and got.shape == vertices.shape
+        assert got.tobytes() == expected.tobytes()
+        assert np.all(got[-1] == 0)
+        # outward on a sphere
+        assert np.all(np.einsum("ij,ij->i", got[:-1], vertices[:-1]) > 0)
+
+
 def test_vertex_cache_order_keeps_every_triangle_and_its_winding():
     rng = np.random.default_rng(7)
     _vertices, faces = ball()
