@@ -332,10 +332,11 @@ def vertex_cache_order(faces: np.ndarray) -> np.ndarray:
 
     llvmpipe shades the vertices of an indexed draw through a small cache keyed by index; in the order a
     mesh generator or simplifier leaves them, triangles that share a vertex are often far apart in the
-    index buffer and the vertex is shaded again each time. For the avatar this order halves the vertex
-    shader's runs (about 31,000 → 14,300 for 13,600 vertices) and cuts 1.5-2 ms from a frame. Each triangle
-    keeps its corners in order (so its facing), and within one depth-tested mesh the order of two
-    triangles changes no pixel unless they overlap at exactly equal depth."""
+    index buffer and the vertex is shaded again each time. For the avatar (13,600 vertices) a model of a
+    256-entry direct-mapped cache counts 31,000 vertex shadings in the given order and 14,300 in this one;
+    measured, a 512² supersampled frame takes 1.5-2 ms less (one core). Each triangle keeps its corners in
+    order (so its facing), and within one depth-tested mesh the order of two triangles changes no pixel
+    unless they overlap at exactly equal depth."""
     faces = np.asarray(faces)
     return np.ascontiguousarray(faces[np.argsort(faces.min(axis=1), kind="stable")])
 
