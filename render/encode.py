@@ -23,6 +23,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import wave
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -398,8 +399,6 @@ def _audio_duration_s(audio: str | os.PathLike) -> float:
 def _pcm_wav_duration_s(audio: str | os.PathLike) -> float | None:
     """The duration of a PCM WAV file from its header (the corpus's and espeak-ng's speech), or None for
     anything else, which ffprobe then reads: a run of ffprobe costs more than the header's few bytes."""
-    import wave
-
     try:
         with wave.open(os.fspath(audio), "rb") as wav:
             frames, rate, frame_bytes = wav.getnframes(), wav.getframerate(), wav.getsampwidth() * wav.getnchannels()

@@ -651,8 +651,8 @@ def watch_record(*, participant, trial_public_id: str, slot, report: dict) -> bo
     """Store what the player reports about one video; 'ended' is checked against the server's clock.
 
     `participant` is a Participant or a selectors.SessionParticipant; `slot` is the client's value, checked
-    here. Returns whether the video counts as ended. Counters only grow and `ended` stays set: a stale report arriving late never lowers them. Two
-    statements (rawsql.py): the trial and video, then one insert-or-raise.
+    here. Returns whether the video counts as ended. Counters only grow and `ended` stays set: a stale report
+    arriving late never lowers them. Two statements (rawsql.py): the trial and video, then one insert-or-raise.
     """
     if isinstance(slot, bool) or not isinstance(slot, int):
         raise ServiceError("slot must be a whole number.")
